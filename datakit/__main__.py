@@ -1,0 +1,5 @@
+"""Allow `python -m datakit`."""
+
+from datakit.cli.main import main
+
+main()

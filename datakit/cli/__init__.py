@@ -1,0 +1,1 @@
+"""Thin Typer commands: parse options, build a config, call a stage, report."""

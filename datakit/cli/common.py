@@ -1,0 +1,71 @@
+"""Options shared by every command, and the wrapper that maps named errors to exit codes."""
+
+from __future__ import annotations
+
+import enum
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from datakit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, DatakitError
+
+
+class Device(str, enum.Enum):
+    """Where model work runs."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+InDir = Annotated[Path, typer.Argument(help="Input folder (a stage's output, or your own images).", show_default=False)]
+OutDir = Annotated[Path, typer.Argument(help="Output folder (created; never the input folder).", show_default=False)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed; each item's seed derives from it and the item's name.")]
+WorkersOpt = Annotated[
+    Optional[int], typer.Option("--workers", "-j", min=1, help="Worker processes (default: all cores).", show_default=False)
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Device for model work; a GPU that falls back to CPU is a warning.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo every item, even unchanged ones.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages; errors still print.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout (for scripts).")]
+
+
+def execute(work: Callable[["Reporter"], Optional[dict]], *, quiet: bool = False, json_mode: bool = False) -> None:  # noqa: F821
+    """Run a stage function with a Reporter; print its summary; exit with the documented code."""
+    from datakit.console import Reporter
+    from datakit.stage import exit_code_for
+
+    reporter = Reporter(quiet=quiet, json_mode=json_mode)
+    try:
+        info = work(reporter)
+    except DatakitError as exc:
+        _fail(str(exc), exc.exit_code, json_mode)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished items are kept and a re-run continues from them", EXIT_INTERRUPTED, json_mode)
+    except Exception as exc:  # a bug: show where, ask for a report
+        traceback.print_exc()
+        _fail(f"internal error: {type(exc).__name__}: {exc} (this is a datakit bug; please report it)", EXIT_INTERNAL, json_mode)
+    if isinstance(info, dict):
+        reporter.summary(info)
+        raise typer.Exit(exit_code_for(info))
+    raise typer.Exit(EXIT_OK)
+
+
+def _fail(message: str, code: int, json_mode: bool):
+    import json
+
+    if json_mode:
+        sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def resolve_workers(workers: Optional[int]) -> int:
+    """--workers, or every available core."""
+    from datakit.stage import default_workers
+
+    return workers or default_workers()

@@ -1,0 +1,121 @@
+"""Find a stage's input items: the upstream manifest when there is one, else the images in IN."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datakit.errors import UsageError
+from datakit.imageio import is_sidecar_name
+from datakit.manifest import MANIFEST, STAGE_INFO, read_manifest, read_stage_info
+
+
+@dataclass
+class InputItem:
+    """One input: its key (relative path in IN), file, unique output stem and caption file."""
+
+    key: str
+    path: Path
+    stem: str
+    caption: Path | None = None
+    row: dict = field(default_factory=dict)
+
+    def caption_text(self) -> str | None:
+        """The same-stem caption's text (BOM and CR stripped), or None."""
+        if self.caption is None:
+            return None
+        return read_caption_file(self.caption)
+
+
+@dataclass
+class Inputs:
+    """What a stage reads: items, files skipped before any decoding, and upstream datakit.json."""
+
+    folder: Path
+    items: list[InputItem]
+    skipped: list[dict]
+    upstream: dict | None
+
+
+def read_caption_file(path: Path) -> str:
+    """Read a caption file as text, tolerating a UTF-8 BOM, CRLF and Latin-1 bytes."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def find_caption(image: Path, extensions: tuple[str, ...] = (".txt", ".caption")) -> Path | None:
+    """The caption beside an image with the same stem, if any (.txt first)."""
+    for ext in extensions:
+        cand = image.with_suffix(ext)
+        if cand.is_file():
+            return cand
+    return None
+
+
+def unique_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output stems for input paths; clashes (a.png + a.jpg, A.png + a.png) get names that say so."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for p in paths:
+        groups[p.stem.casefold()].append(p)
+    taken: set[str] = set()
+    result: dict[Path, str] = {}
+    # Non-clashing stems first so they keep their plain name.
+    for key in sorted(groups, key=lambda k: (len(groups[k]) > 1, k)):
+        members = groups[key]
+        for p in sorted(members):
+            stem = p.stem if len(members) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}"
+            candidate, n = stem, 2
+            while candidate.casefold() in taken:
+                candidate = f"{stem}_{n}"
+                n += 1
+            taken.add(candidate.casefold())
+            result[p] = candidate
+    return result
+
+
+def discover(folder: str | os.PathLike, *, stage: str = "stage") -> Inputs:
+    """List the items of IN: rows of its manifest.jsonl when present, else the files directly in it."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UsageError(f"input folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise UsageError(f"input is not a folder: {folder}")
+    skipped: list[dict] = []
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        upstream = read_stage_info(folder)
+        if upstream is None:
+            raise UsageError(
+                f"{folder} has a {MANIFEST} but no {STAGE_INFO}: the stage that wrote it did not finish; re-run it"
+            )
+        paths: list[Path] = []
+        rows: dict[Path, dict] = {}
+        for row in read_manifest(folder):
+            if row.get("status", "ok") != "ok" or not row.get("file"):
+                continue
+            p = folder / row["file"]
+            if not p.is_file():
+                skipped.append({"source": row["file"], "reason": "listed in the upstream manifest but missing"})
+                continue
+            paths.append(p)
+            rows[p] = row
+        stems = unique_stems(paths)
+        items = [
+            InputItem(key=rows[p]["file"], path=p, stem=stems[p], caption=find_caption(p), row=rows[p]) for p in paths
+        ]
+        return Inputs(folder=folder, items=items, skipped=skipped, upstream=upstream)
+
+    paths = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or is_sidecar_name(p):
+            continue
+        paths.append(p)
+    stems = unique_stems(paths)
+    items = [InputItem(key=p.name, path=p, stem=stems[p], caption=find_caption(p)) for p in paths]
+    return Inputs(folder=folder, items=items, skipped=skipped, upstream=None)

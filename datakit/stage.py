@@ -1,0 +1,381 @@
+"""The stage contract: plan (reuse what is unchanged), run tasks in a pool, write manifest then datakit.json.
+
+A stage builds a list of `Task`s (one per output item: a key, the input files it depends on and its
+parameters), hands them to `StageRun.plan`, runs the returned to-do list with `StageRun.map` (a
+process pool with a progress bar) or its own batching (GPU stages, then `StageRun.record`), and
+calls `StageRun.finish`. Re-running with unchanged inputs and config finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from datakit import __version__
+from datakit.console import Reporter
+from datakit.errors import EXIT_OK, EXIT_PARTIAL, ImageError, StageError, UsageError
+from datakit.imageio import remove_stale_temporaries
+from datakit.manifest import (
+    STAGE_INFO,
+    carried_from,
+    hash_file,
+    hash_json,
+    read_manifest,
+    read_stage_info,
+    write_manifest,
+    write_stage_info,
+)
+from datakit.seeding import item_seed
+
+# Config keys that never change what a stage writes, so they do not invalidate earlier results.
+VOLATILE_KEYS = frozenset({"workers", "quiet", "json", "force", "json_mode", "dry_run"})
+
+
+@dataclass
+class Task:
+    """One unit of work producing one output item."""
+
+    key: str  # stable, unique: drives the item's seed and reuse (e.g. the source's relative path)
+    inputs: list[Path] = field(default_factory=list)  # files whose bytes the output depends on
+    params: dict = field(default_factory=dict)  # per-item parameters, recorded and fingerprinted
+    payload: Any = None  # anything else the worker needs (picklable, not fingerprinted)
+    source: str | None = None  # what to name in messages (defaults to key)
+    seed: int = 0  # filled by StageRun.plan from (config seed, key)
+    fingerprint: str = ""  # filled by StageRun.plan
+
+
+@dataclass
+class TaskResult:
+    """What a worker did with one task."""
+
+    key: str
+    status: str = "ok"  # ok | skipped | failed
+    outputs: list[str] = field(default_factory=list)  # files written in OUT, relative; first = the item
+    row: dict = field(default_factory=dict)  # extra manifest fields (tags, params, warnings, ...)
+    warnings: list[str] = field(default_factory=list)
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+def _run_one(fn: Callable[[Task, Any], TaskResult], task: Task, shared: Any) -> TaskResult:
+    """Run a task, turning exceptions into skipped (bad input) or failed (anything else) results."""
+    t0 = time.perf_counter()
+    try:
+        result = fn(task, shared)
+    except ImageError as exc:
+        result = TaskResult(key=task.key, status="skipped", reason=str(exc))
+    except Exception as exc:  # a failure of one item must not stop the others
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+        result = TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}{where}")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+_WORKER_STATE: dict = {}
+
+
+def _worker_init(fn, shared, threads: int) -> None:
+    _WORKER_STATE["fn"] = fn
+    _WORKER_STATE["shared"] = shared
+    # One pool process per core: keep each process's libraries single-threaded to avoid oversubscription.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    with contextlib.suppress(Exception):
+        import cv2
+
+        cv2.setNumThreads(threads)
+
+
+def _worker_call(task: Task) -> TaskResult:
+    return _run_one(_WORKER_STATE["fn"], task, _WORKER_STATE["shared"])
+
+
+def default_workers() -> int:
+    """All cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_map(
+    fn: Callable[[Task, Any], TaskResult], tasks: list[Task], *, workers: int, shared: Any = None
+) -> Iterator[TaskResult]:
+    """Yield one result per task (completion order); in-process when workers <= 1."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _run_one(fn, task, shared)
+        return
+    import multiprocessing as mp
+
+    # forkserver: safe with the progress bar's thread and fast to start on Linux.
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    workers = min(workers, len(tasks))
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1)
+    ) as pool:
+        # Bounded submission keeps memory flat for big runs.
+        pending = set()
+        it = iter(tasks)
+        for task in it:
+            pending.add(pool.submit(_worker_call, task))
+            if len(pending) >= workers * 4:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+            for task in it:
+                pending.add(pool.submit(_worker_call, task))
+                if len(pending) >= workers * 4:
+                    break
+
+
+class StageRun:
+    """One run of a stage in OUT: decides what to redo, records results, writes the manifest last."""
+
+    def __init__(
+        self,
+        stage: str,
+        out_dir: str | os.PathLike,
+        config: dict,
+        *,
+        inputs_dir: str | os.PathLike | None = None,
+        upstream: dict | None = None,
+        force: bool = False,
+        reporter: Reporter | None = None,
+        seed: int = 0,
+        pre_skipped: Iterable[dict] = (),
+    ):
+        self.stage = stage
+        self.out = Path(out_dir)
+        self.config = config
+        self.inputs_dir = Path(inputs_dir) if inputs_dir else None
+        self.upstream = upstream
+        self.force = force
+        self.reporter = reporter or Reporter(quiet=True)
+        self.seed = int(seed)
+        self.started = time.perf_counter()
+        self._hash_cache: dict = {}
+        self.results: dict[str, TaskResult] = {}
+        self.rows: dict[str, dict] = {}
+        self.pre_skipped = list(pre_skipped)
+        self.reused = 0
+        self.processed = 0
+        self.tasks: list[Task] = []
+        self._check_out_dir()
+        self.old_rows = {r["key"]: r for r in read_manifest(self.out) if "key" in r}
+        self.old_info = read_stage_info(self.out) if (self.out / STAGE_INFO).exists() else None
+        self.config_hash = hash_json({k: v for k, v in config.items() if k not in VOLATILE_KEYS})
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _check_out_dir(self) -> None:
+        if self.inputs_dir is not None:
+            a, b = self.out.resolve(), self.inputs_dir.resolve()
+            if a == b:
+                raise UsageError(f"OUT must differ from IN (both are {self.out}): a stage never writes into its input")
+        if self.out.exists() and not self.out.is_dir():
+            raise UsageError(f"OUT exists and is not a folder: {self.out}")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create OUT {self.out}: {exc.strerror}") from exc
+        if not os.access(self.out, os.W_OK):
+            raise UsageError(f"OUT is not writable: {self.out}")
+        remove_stale_temporaries(self.out)
+
+    # -- planning -----------------------------------------------------------------------------
+    def fingerprint(self, task: Task) -> str:
+        """Hash of everything the task's output depends on."""
+        try:
+            hashes = [hash_file(p, self._hash_cache) for p in task.inputs]
+        except OSError:
+            hashes = ["missing"]
+        return hash_json([self.stage, self.config_hash, task.key, task.params, hashes])
+
+    def plan(self, tasks: list[Task]) -> list[Task]:
+        """Fill seeds and fingerprints; reuse unchanged results; return the tasks still to do."""
+        keys = [t.key for t in tasks]
+        if len(set(keys)) != len(keys):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            raise StageError(f"internal: duplicate task keys {dupes[:5]}")
+        self.tasks = tasks
+        todo: list[Task] = []
+        for task in tasks:
+            task.seed = item_seed(self.seed, task.key)
+            task.fingerprint = self.fingerprint(task)
+            old = self.old_rows.get(task.key)
+            if (
+                not self.force
+                and old is not None
+                and old.get("fingerprint") == task.fingerprint
+                and old.get("status") in ("ok", "skipped")
+                and all((self.out / f).is_file() for f in old.get("outputs", []))
+            ):
+                self.rows[task.key] = old
+                self.reused += 1
+            else:
+                todo.append(task)
+        return todo
+
+    def nothing_to_do(self) -> bool:
+        """True when every task was reused and the last run finished with the same config and item set."""
+        if self.old_info is None or self.force:
+            return False
+        old_keys = {k for k in self.old_rows if not k.startswith("skipped:")}
+        same_items = set(self.rows) == old_keys and len(self.rows) == len(self.tasks)
+        return same_items and self.old_info.get("config_hash") == self.config_hash
+
+    def invalidate(self) -> None:
+        """Remove datakit.json before doing work, so a run killed half-way is never trusted."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.out / STAGE_INFO).unlink()
+
+    # -- running ------------------------------------------------------------------------------
+    def record(self, task: Task, result: TaskResult) -> None:
+        """Add a task's result to the manifest being built."""
+        self.processed += 1
+        self.results[task.key] = result
+        row = {
+            "file": result.outputs[0] if result.status == "ok" and result.outputs else None,
+            "key": task.key,
+            "source": task.source or task.key,
+            "status": result.status,
+            "seed": task.seed,
+            "fingerprint": task.fingerprint,
+            "outputs": list(result.outputs) if result.status == "ok" else [],
+        }
+        if task.params:
+            row["params"] = task.params
+        row.update(result.row)
+        row["warnings"] = list(result.warnings) + list(row.get("warnings", []))
+        if result.reason:
+            row["reason"] = result.reason
+        self.rows[task.key] = row
+
+    def map(
+        self,
+        fn: Callable[[Task, Any], TaskResult],
+        tasks: list[Task],
+        *,
+        workers: int,
+        shared: Any = None,
+        description: str | None = None,
+    ) -> None:
+        """Run tasks through a process pool (or in-process) with a progress bar, recording each result."""
+        by_key = {t.key: t for t in tasks}
+        with self.reporter.progress(len(tasks), description or self.stage) as bar:
+            for result in parallel_map(fn, tasks, workers=workers, shared=shared):
+                self.record(by_key[result.key], result)
+                bar.advance(1)
+
+    # -- finishing ----------------------------------------------------------------------------
+    def _remove_stale_outputs(self) -> list[str]:
+        """Delete files this stage wrote before that no current item owns."""
+        keep = {f for row in self.rows.values() for f in row.get("outputs", [])}
+        removed = []
+        for row in self.old_rows.values():
+            for f in row.get("outputs", []):
+                if f not in keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.out / f).unlink()
+                        removed.append(f)
+        return removed
+
+    def finish(self, *, extra: dict | None = None, carry: dict | None = None, counts_in: int | None = None) -> dict:
+        """Write manifest.jsonl, remove stale outputs, then datakit.json; return the summary."""
+        ordered = [self.rows[t.key] for t in self.tasks if t.key in self.rows]
+        for entry in self.pre_skipped:
+            ordered.append(
+                {"file": None, "key": f"skipped:{entry['source']}", "source": entry["source"], "status": "skipped",
+                 "reason": entry["reason"], "outputs": [], "warnings": []}
+            )
+        write_manifest(self.out, ordered)
+        removed = self._remove_stale_outputs()
+        skipped = [{"source": r["source"], "reason": r.get("reason", "")} for r in ordered if r["status"] == "skipped"]
+        failed = [{"source": r["source"], "reason": r.get("reason", "")} for r in ordered if r["status"] == "failed"]
+        out_count = sum(1 for r in ordered if r["status"] == "ok")
+        total = time.perf_counter() - self.started
+        carried = carried_from(self.upstream)
+        carried.update({k: v for k, v in (carry or {}).items() if v is not None})
+        info = {
+            "stage": self.stage,
+            "datakit_version": __version__,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "input": str(self.inputs_dir) if self.inputs_dir else None,
+            "output": str(self.out),
+            "config": self.config,
+            "config_hash": self.config_hash,
+            "counts": {
+                "in": counts_in if counts_in is not None else len(self.tasks) + len(self.pre_skipped),
+                "out": out_count,
+                "reused": self.reused,
+                "processed": self.processed,
+                "skipped": len(skipped),
+                "failed": len(failed),
+            },
+            "timings": {
+                "total_s": round(total, 3),
+                "per_item_s": round(sum(r.seconds for r in self.results.values()) / max(1, len(self.results)), 4),
+            },
+            "skipped": skipped,
+            "failed": failed,
+            "removed_stale": removed,
+            "warnings": list(self.reporter.warnings),
+            "carry": carried,
+        }
+        if extra:
+            info.update(extra)
+        write_stage_info(self.out, info)
+        return info
+
+    def summary_from_previous(self) -> dict:
+        """Summary for a run that found nothing to do (datakit.json left untouched)."""
+        info = dict(self.old_info or {})
+        info["nothing_to_do"] = True
+        counts = dict(info.get("counts", {}))
+        counts["reused"] = self.reused
+        counts["processed"] = 0
+        info["counts"] = counts
+        info.setdefault("timings", {})
+        info["timings"] = dict(info["timings"], total_s=round(time.perf_counter() - self.started, 3))
+        return info
+
+
+def exit_code_for(info: dict) -> int:
+    """0 when every input became an output, 3 when some were skipped or failed (documented)."""
+    counts = info.get("counts", {})
+    if counts.get("skipped") or counts.get("failed"):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def run_simple_stage(
+    run: StageRun,
+    tasks: list[Task],
+    fn: Callable[[Task, Any], TaskResult],
+    *,
+    workers: int,
+    shared: Any = None,
+    extra: dict | None = None,
+    carry: dict | None = None,
+    description: str | None = None,
+) -> dict:
+    """Plan, skip when nothing changed, run the pool, finish: the whole contract for CPU stages."""
+    todo = run.plan(tasks)
+    if not todo and run.nothing_to_do():
+        run.reporter.info(f"{run.stage}: nothing to do, all {len(tasks)} items are up to date in {run.out} (--force redoes them)")
+        return run.summary_from_previous()
+    if run.reused:
+        run.reporter.info(f"{run.stage}: {run.reused} items unchanged, {len(todo)} to do")
+    run.invalidate()
+    run.map(fn, todo, workers=workers, shared=shared, description=description)
+    return run.finish(extra=extra, carry=carry)
