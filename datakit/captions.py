@@ -6,6 +6,7 @@ This module holds the shared basics every stage needs; `datakit.tags` builds the
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Tags whose underscores are part of the face, not word separators (WD14's own list plus common ones).
 KAOMOJI = frozenset(
@@ -25,8 +26,14 @@ def is_kaomoji(tag: str) -> bool:
     t = tag.strip()
     if t.lower() in KAOMOJI:
         return True
-    # Short tags made only of punctuation/eye letters around `_` are faces, e.g. `T_T`, `>_<`.
-    return len(t) <= 7 and "_" in t and not re.search(r"[a-z]{2,}", t.lower())
+    # Short tags made of punctuation/eye letters around `_` are faces: `>_<`, `;_;`, and mirrored
+    # eyes like `T_T`; a short word pair such as `a_b` is not.
+    if len(t) > 7 or "_" not in t or re.search(r"[a-z]{2,}", t.lower()):
+        return False
+    if re.search(r"[^\w\s]", t):
+        return True
+    left, _, right = t.partition("_")
+    return left.casefold() == right.casefold() and 0 < len(left) <= 2
 
 
 def split_caption(text: str) -> list[str]:
@@ -50,11 +57,15 @@ def to_underscores(tag: str) -> str:
     return tag if is_kaomoji(tag) else tag.replace(" ", "_")
 
 
+_SPACES = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=1 << 16)  # a dataset repeats the same few thousand tags; rules compare keys constantly
 def canonical(tag: str) -> str:
     """The matching key of a tag: unescaped, spaces for `_`, whitespace collapsed, case folded."""
     t = unescape(tag.strip())
     t = to_spaces(t)
-    return re.sub(r"\s+", " ", t).strip().casefold()
+    return _SPACES.sub(" ", t).strip().casefold()
 
 
 def escape_parens(tag: str) -> str:

@@ -74,6 +74,9 @@ def _to_srgb(img: Image.Image, notes: list[str]) -> Image.Image:
 def _normalise_mode(img: Image.Image, notes: list[str]) -> Image.Image:
     """Return an 8-bit RGB or RGBA image whatever the source mode."""
     mode = img.mode
+    if mode == "RGB" and "transparency" in img.info:
+        # A PNG tRNS colour key: pixels of that colour are transparent.
+        return img.convert("RGBA")
     if mode in ("RGB", "RGBA"):
         return img
     if mode == "P" or mode == "PA":
@@ -101,6 +104,23 @@ def _normalise_mode(img: Image.Image, notes: list[str]) -> Image.Image:
     return img.convert("RGB")
 
 
+@contextlib.contextmanager
+def _open_unlimited(path: Path) -> Iterator[Image.Image]:
+    """Image.open without Pillow's fixed bomb limit (89 Mpx warning, 179 Mpx error).
+
+    open_image checks its own limit right after the header is read, so DATAKIT_MAX_PIXELS really
+    moves it both ways; Pillow's global setting is restored at once for everyone else.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        img = Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        yield img
+
+
 def open_image(path: str | os.PathLike, *, limit: int | None = None) -> LoadedImage:
     """Open an image safely: EXIF-upright, 8-bit RGB/RGBA, bomb- and truncation-checked."""
     path = Path(path)
@@ -115,18 +135,20 @@ def open_image(path: str | os.PathLike, *, limit: int | None = None) -> LoadedIm
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _open_unlimited(path) as img:
                 fmt = img.format
                 w, h = img.size
                 if w * h > limit:
                     raise ImageTooLarge(
-                        f"{w}x{h} = {w * h / 1e6:.0f} Mpx exceeds the {limit / 1e6:.0f} Mpx limit "
+                        f"{w}x{h} = {w * h:,} pixels exceeds the limit of {limit:,} "
                         "(possible decompression bomb; raise DATAKIT_MAX_PIXELS if the file is genuine)"
                     )
                 source_mode = img.mode
-                img.load()
                 # 16-bit RGB PNGs decode as 8-bit RGB in Pillow; record it so the manifest says so.
-                if fmt == "PNG" and img.info.get("bits") == 16 or "16" in source_mode:
+                # (The mode says RGB; only the decoder's raw mode, gone after load(), says ";16".)
+                raw_modes = [str(t[3]) for t in (img.tile or []) if len(t) > 3]
+                img.load()
+                if "16" in source_mode or any(";16" in m for m in raw_modes):
                     notes.append("16-bit source reduced to 8 bits")
                 oriented = ImageOps.exif_transpose(img)
                 if oriented is not img:

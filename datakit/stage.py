@@ -82,9 +82,15 @@ def _run_one(fn: Callable[[Task, Any], TaskResult], task: Task, shared: Any) -> 
 _WORKER_STATE: dict = {}
 
 
-def _worker_init(fn, shared, threads: int) -> None:
+def _worker_init(fn, shared, threads: int, environ: dict | None = None) -> None:
     _WORKER_STATE["fn"] = fn
     _WORKER_STATE["shared"] = shared
+    if environ is not None:
+        # Forkserver workers inherit the environment of the moment the server started, not of
+        # now: take the parent's current one (DATAKIT_MAX_PIXELS, U2NET_HOME, HF_HOME, ...).
+        for key in [k for k in os.environ if k not in environ]:
+            del os.environ[key]
+        os.environ.update(environ)
     # One pool process per core: keep each process's libraries single-threaded to avoid oversubscription.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     with contextlib.suppress(Exception):
@@ -120,7 +126,7 @@ def parallel_map(
     ctx = mp.get_context(method)
     workers = min(workers, len(tasks))
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1)
+        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1, dict(os.environ))
     ) as pool:
         # Bounded submission keeps memory flat for big runs.
         pending = set()

@@ -30,7 +30,7 @@ WorkersOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Device for model work; a GPU that falls back to CPU is a warning.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo every item, even unchanged ones.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or messages; errors still print.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, messages or summary; warnings and errors still print.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout (for scripts).")]
 
 

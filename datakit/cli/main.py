@@ -6,8 +6,14 @@ import importlib
 import importlib.util
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.24 carries its own copy of click: its exceptions are not the `click` package's
+    from typer._click import exceptions as click_errors
+    from typer.exceptions import Abort, Exit
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click import exceptions as click_errors
+    from click.exceptions import Abort, Exit
 
 from datakit import __version__
 from datakit.errors import EXIT_INTERRUPTED, EXIT_USAGE
@@ -48,16 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="datakit", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # bare `datakit` or `datakit tags`
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+    except click_errors.NoArgsIsHelpError as exc:  # bare `datakit` or `datakit tags`
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(EXIT_USAGE)
-    except click.UsageError as exc:
+    except click_errors.UsageError as exc:
         hint = f" (see 'datakit {exc.ctx.command_path.split(' ', 1)[1]} --help')" if exc.ctx and " " in exc.ctx.command_path else " (see 'datakit --help')"
         sys.stderr.write(f"error: {exc.format_message()}{hint}\n")
         sys.exit(EXIT_USAGE)
-    except click.exceptions.Exit as exc:
+    except Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except Abort:
         sys.stderr.write("error: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,116 @@
+"""Composites per second at 1024 px: datakit's full path (1 and 2 workers) against a bare paste-and-save.
+
+The bare baseline is what a short script would do: open the background, open the cut-out, resize it to
+the same height, paste it with its alpha, save in the same format (Pillow throughout, one process).
+Both paths composite the same subject/background pairs from the same synthetic files.
+
+    .venv/bin/python benchmarks/composite.py [--quick] [--count N] [--format png|jpg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datakit.manifest import read_manifest  # noqa: E402
+from datakit.stages.composite import CompositeConfig, run_composite  # noqa: E402
+
+SIZE = 1024
+
+
+def make_data(root: Path, n_bg: int) -> tuple[Path, Path]:
+    """Three ~800 px cut-outs with shading, and textured 1024 px backgrounds with a ground line."""
+    rng = np.random.default_rng(0)
+    cut, bgs = root / "cut", root / "bgs"
+    cut.mkdir(parents=True)
+    bgs.mkdir(parents=True)
+    for i in range(3):
+        h, w = 820 - 40 * i, 420 + 30 * i
+        a = np.zeros((h, w), np.uint8)
+        cv2.circle(a, (w // 2, h // 6), h // 7, 255, -1, cv2.LINE_AA)
+        cv2.ellipse(a, (w // 2, int(h * 0.6)), (w // 3, int(h * 0.38)), 0, 0, 360, 255, -1, cv2.LINE_AA)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        rgb = np.dstack([180 + 60 * np.sin(xx / 37.0), 90 + 50 * np.cos(yy / 53.0), 120 + 40 * np.sin((xx + yy) / 71.0)])
+        rgba = np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), a])
+        rgba[a == 0, :3] = 255  # transparent pixels keep the white of the original drawing
+        Image.fromarray(rgba).save(cut / f"subject{i}.png")
+        (cut / f"subject{i}.txt").write_text("mascot, 1girl, solo, white background, full body\n")
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    for i in range(n_bg):
+        sky = np.dstack([60 + 0.1 * yy, 120 + 0.05 * xx, 220 - 0.08 * yy])
+        ground = np.dstack([70 + 30 * np.sin(xx / (20 + i)), 130 + 20 * np.cos(yy / 15.0), 60 + 0 * xx])
+        img = np.where(yy[..., None] < SIZE * 0.62, sky, ground)
+        img = img + rng.normal(0, 3, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(bgs / f"bg{i:03d}.png")
+        (bgs / f"bg{i:03d}.txt").write_text("outdoors, grass, sky\n")
+    return cut, bgs
+
+
+def baseline(pairs: list[tuple[Path, Path, float]], out: Path, fmt: str) -> tuple[float, float]:
+    """Open background, open cut-out, resize, paste with alpha, save: (wall, CPU) seconds for all pairs."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for j, (subject, background, frac) in enumerate(pairs):
+        bg = Image.open(background).convert("RGB")
+        cut = Image.open(subject).convert("RGBA")
+        h = int(bg.height * frac)
+        cut = cut.resize((max(1, cut.width * h // cut.height), h), Image.Resampling.BICUBIC)
+        bg.paste(cut, ((bg.width - cut.width) // 2, bg.height - h - 20), cut)
+        bg.save(out / f"{j}.{fmt}", quality=95) if fmt == "jpg" else bg.save(out / f"{j}.{fmt}")
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def ours(cut: Path, bgs: Path, out: Path, count: int, workers: int, fmt: str) -> tuple[float, float, list[dict]]:
+    """(wall seconds, CPU seconds of this process, manifest rows); CPU is meaningful for 1 worker only."""
+    if out.exists():
+        shutil.rmtree(out)
+    cfg = CompositeConfig(input_dir=cut, out_dir=out, backgrounds=bgs, bg_count=count, workers=workers, format=fmt, contact_sheet=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    info = run_composite(cfg)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if info["counts"]["out"] != count:
+        raise SystemExit(f"expected {count} composites, got {info['counts']}")
+    return seconds, cpu, [r for r in read_manifest(out) if r["status"] == "ok"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer composites (a smoke run)")
+    parser.add_argument("--count", type=int, default=None, help="composites per measurement (default 40, quick 12)")
+    parser.add_argument("--format", default="png", choices=["png", "jpg"], help="output format for both paths")
+    args = parser.parse_args()
+    count = args.count or (12 if args.quick else 40)
+    with tempfile.TemporaryDirectory(prefix="datakit-bench-composite-") as tmp:
+        root = Path(tmp)
+        print(f"making {count} backgrounds ({SIZE} px) and 3 cut-outs...", flush=True)
+        cut, bgs = make_data(root, count)
+        # Warm-up (imports, caches) outside the timings.
+        ours(cut, bgs, root / "warm", 2, 1, args.format)
+        t1, c1, rows = ours(cut, bgs, root / "ours1", count, 1, args.format)
+        t2, _, _ = ours(cut, bgs, root / "ours2", count, 2, args.format)
+        # The baseline composites the same pairs at the same subject heights.
+        pairs = [(cut / r["subject"], bgs / r["background"], r["placement"]["height_fraction"]) for r in rows]
+        tb, cb = baseline(pairs, root / "base", args.format)
+    rate = lambda s: count / s  # noqa: E731
+    print()
+    print(f"{'path':<34}{'workers':>8}{'wall s':>9}{'per s':>8}{'CPU s':>8}{'x baseline wall':>17}")
+    print(f"{'bare paste + save (Pillow)':<34}{1:>8}{tb:>9.2f}{rate(tb):>8.2f}{cb:>8.2f}{1.0:>17.2f}")
+    print(f"{'datakit composite (full quality)':<34}{1:>8}{t1:>9.2f}{rate(t1):>8.2f}{c1:>8.2f}{t1 / tb:>17.2f}")
+    print(f"{'datakit composite (full quality)':<34}{2:>8}{t2:>9.2f}{rate(t2):>8.2f}{'-':>8}{t2 / tb:>17.2f}")
+    print()
+    print(f"full path / baseline (1 worker): {t1 / tb:.2f}x wall, {c1 / cb:.2f}x CPU   (goal <= 1.5x)")
+    print(f"2 workers vs 1: {t1 / t2:.2f}x faster   (goal >= 1.7x; 2 cores shared with anything else running)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""`datakit train`: train a LoRA on an emitted (or any kohya) dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from datakit.cli.common import DeviceOpt, ForceOpt, JsonOpt, QuietOpt, execute
+
+P = "Network"
+O = "Optimisation"
+D = "Dataset overrides (default: the dataset's own setting)"
+S = "Speed and memory"
+F = "Checkpoints, samples and output"
+M = "Base model"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the train command."""
+
+    @app.command("train")
+    def train(
+        dataset: Annotated[Optional[Path], typer.Argument(help="emit's OUT folder, a kohya dataset TOML, or a kohya folder-mode parent (N_name/ subfolders).", show_default=False)] = None,
+        base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model: a diffusers folder, a .safetensors/.ckpt checkpoint, or a Hugging Face id in the local cache.", rich_help_panel=M, show_default=False)] = None,
+        method: Annotated[Optional[str], typer.Option("--method", help="What to train: lora.", show_default="lora")] = None,
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (LoRA file, checkpoints, samples, loss.csv).", show_default=False)] = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file holding any of these options (flags given here win).", show_default=False)] = None,
+        output_name: Annotated[Optional[str], typer.Option("--output-name", help="File name without extension (default: the trigger word, else 'lora').", rich_help_panel=F, show_default=False)] = None,
+        format: Annotated[Optional[str], typer.Option("--format", help="File layout: kohya (A1111, ComfyUI, kohya, diffusers load it) or diffusers.", rich_help_panel=F, show_default="kohya")] = None,
+        family: Annotated[Optional[str], typer.Option("--family", help="Model family sd1|sd2|sdxl (default: detected).", rich_help_panel=M, show_default=False)] = None,
+        config_dir: Annotated[Optional[Path], typer.Option("--config-dir", help="Folder with the base model's configs/tokenizers, for single-file checkpoints.", rich_help_panel=M, show_default=False)] = None,
+        prediction_type: Annotated[Optional[str], typer.Option("--prediction-type", help="epsilon or v_prediction (default: what the model says, else epsilon).", rich_help_panel=M, show_default=False)] = None,
+        zero_terminal_snr: Annotated[Optional[bool], typer.Option("--zero-terminal-snr/--no-zero-terminal-snr", help="Rescale the noise schedule to zero terminal SNR (use with v_prediction).", rich_help_panel=M, show_default=False)] = None,
+        rank: Annotated[Optional[int], typer.Option("--rank", help="LoRA rank (network dim).", rich_help_panel=P, show_default="16")] = None,
+        alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scale = alpha/rank (default: rank).", rich_help_panel=P, show_default=False)] = None,
+        conv_rank: Annotated[Optional[int], typer.Option("--conv-rank", help="Also train 3x3 convs of resnets and samplers with this rank (LoCon).", rich_help_panel=P, show_default=False)] = None,
+        conv_alpha: Annotated[Optional[float], typer.Option("--conv-alpha", help="Alpha of the conv modules (default: conv rank).", rich_help_panel=P, show_default=False)] = None,
+        dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout on the LoRA hidden units.", rich_help_panel=P, show_default="0")] = None,
+        rank_dropout: Annotated[Optional[float], typer.Option("--rank-dropout", help="Dropout of whole ranks.", rich_help_panel=P, show_default="0")] = None,
+        module_dropout: Annotated[Optional[float], typer.Option("--module-dropout", help="Probability of skipping a whole module in a step.", rich_help_panel=P, show_default="0")] = None,
+        train_text_encoder: Annotated[Optional[bool], typer.Option("--train-text-encoder/--no-train-text-encoder", help="Also train LoRA on the text encoder(s) (no text caching then).", rich_help_panel=P, show_default=False)] = None,
+        network_weights: Annotated[Optional[Path], typer.Option("--network-weights", help="Start from this kohya LoRA file (same rank).", rich_help_panel=P, show_default=False)] = None,
+        lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.", rich_help_panel=O, show_default="1e-4")] = None,
+        unet_lr: Annotated[Optional[float], typer.Option("--unet-lr", help="UNet learning rate (default: --lr).", rich_help_panel=O, show_default=False)] = None,
+        text_encoder_lr: Annotated[Optional[float], typer.Option("--text-encoder-lr", help="Text-encoder learning rate (default: --lr).", rich_help_panel=O, show_default=False)] = None,
+        optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw, adamw8bit, prodigy, lion, adafactor or sgd.", rich_help_panel=O, show_default="adamw")] = None,
+        weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Weight decay.", rich_help_panel=O, show_default="0.01")] = None,
+        betas: Annotated[Optional[str], typer.Option("--betas", help="Adam betas, e.g. 0.9,0.999.", rich_help_panel=O, show_default="0.9,0.999")] = None,
+        lr_scheduler: Annotated[Optional[str], typer.Option("--lr-scheduler", help="constant, constant_with_warmup, cosine, cosine_with_restarts, linear or polynomial.", rich_help_panel=O, show_default="constant")] = None,
+        warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="LR warmup steps.", rich_help_panel=O, show_default="0")] = None,
+        lr_cycles: Annotated[Optional[int], typer.Option("--lr-cycles", help="Restarts for cosine_with_restarts.", rich_help_panel=O, show_default="1")] = None,
+        lr_power: Annotated[Optional[float], typer.Option("--lr-power", help="Power for the polynomial schedule.", rich_help_panel=O, show_default="1.0")] = None,
+        grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps.", rich_help_panel=O, show_default="1")] = None,
+        max_grad_norm: Annotated[Optional[float], typer.Option("--max-grad-norm", help="Gradient clipping threshold (0: off).", rich_help_panel=O, show_default="1.0")] = None,
+        clip_mode: Annotated[Optional[str], typer.Option("--clip-mode", help="Clip gradients by norm or by value.", rich_help_panel=O, show_default="norm")] = None,
+        max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train (wins over --epochs; default 1600).", rich_help_panel=O, show_default=False)] = None,
+        epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.", rich_help_panel=O, show_default=False)] = None,
+        noise_offset: Annotated[Optional[float], typer.Option("--noise-offset", help="Noise offset (e.g. 0.05; helps very dark/bright images).", rich_help_panel=O, show_default="0")] = None,
+        min_snr_gamma: Annotated[Optional[float], typer.Option("--min-snr-gamma", help="Min-SNR loss weighting gamma (e.g. 5).", rich_help_panel=O, show_default=False)] = None,
+        clip_skip: Annotated[Optional[int], typer.Option("--clip-skip", help="Use the N-th text-encoder layer from the end (2 for most anime models).", rich_help_panel=O, show_default="1")] = None,
+        max_token_length: Annotated[Optional[int], typer.Option("--max-token-length", help="Caption tokens: 75, 150 or 225.", rich_help_panel=O, show_default="75")] = None,
+        prior_loss_weight: Annotated[Optional[float], typer.Option("--prior-loss-weight", help="Loss weight of regularisation images.", rich_help_panel=O, show_default="1.0")] = None,
+        resolution: Annotated[Optional[str], typer.Option("--resolution", help="Training resolution N or W,H.", rich_help_panel=D, show_default=False)] = None,
+        batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size per device.", rich_help_panel=D, show_default=False)] = None,
+        enable_bucket: Annotated[Optional[bool], typer.Option("--bucket/--no-bucket", help="Aspect-ratio buckets.", rich_help_panel=D, show_default=False)] = None,
+        keep_tokens: Annotated[Optional[int], typer.Option("--keep-tokens", help="Leading caption tags kept in place when shuffling.", rich_help_panel=D, show_default=False)] = None,
+        shuffle_caption: Annotated[Optional[bool], typer.Option("--shuffle-caption/--no-shuffle-caption", help="Shuffle caption tags each step.", rich_help_panel=D, show_default=False)] = None,
+        caption_dropout_rate: Annotated[Optional[float], typer.Option("--caption-dropout", help="Probability of an empty caption.", rich_help_panel=D, show_default=False)] = None,
+        caption_tag_dropout_rate: Annotated[Optional[float], typer.Option("--tag-dropout", help="Probability of dropping each (non-kept) tag.", rich_help_panel=D, show_default=False)] = None,
+        flip_aug: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random horizontal flips.", rich_help_panel=D, show_default=False)] = None,
+        alpha_mask: Annotated[Optional[bool], typer.Option("--alpha-mask/--no-alpha-mask", help="Masked loss from the images' alpha channel.", rich_help_panel=D, show_default=False)] = None,
+        mixed_precision: Annotated[Optional[str], typer.Option("--mixed-precision", help="auto (bf16/fp16 on a GPU, no on CPU), no, fp16 or bf16; LoRA weights stay fp32.", rich_help_panel=S, show_default="auto")] = None,
+        gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Trade speed for memory.", rich_help_panel=S, show_default=False)] = None,
+        latent_cache: Annotated[Optional[str], typer.Option("--latent-cache", help="disk (reused by later runs), ram, or none.", rich_help_panel=S, show_default="disk")] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Where the latent cache lives (default: OUTPUT/cache).", rich_help_panel=S, show_default=False)] = None,
+        save_precision: Annotated[Optional[str], typer.Option("--save-precision", help="fp16, bf16 or fp32 for the saved file.", rich_help_panel=F, show_default="fp16")] = None,
+        save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write a checkpoint every N steps.", rich_help_panel=F, show_default=False)] = None,
+        keep_last: Annotated[Optional[int], typer.Option("--keep-last", help="Keep only the newest N checkpoints.", rich_help_panel=F, show_default=False)] = None,
+        resume: Annotated[Optional[str], typer.Option("--resume", help="Resume from a checkpoint folder, or 'auto' for the newest in OUTPUT/checkpoints.", rich_help_panel=F, show_default=False)] = None,
+        sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="Render sample images every N steps (and at the end).", rich_help_panel=F, show_default=False)] = None,
+        sample_prompts: Annotated[Optional[Path], typer.Option("--sample-prompts", help="Prompt file, kohya syntax (--n --w --h --d --s --l); default: the trigger on several scenes.", rich_help_panel=F, show_default=False)] = None,
+        sample_steps: Annotated[Optional[int], typer.Option("--sample-steps", help="Sampling steps per sample image.", rich_help_panel=F, show_default="20")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, noise and timesteps.", show_default="0")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images, buckets, steps, memory and time estimate) and stop.")] = False,
+        device: DeviceOpt = "auto",
+        force: ForceOpt = False,
+        quiet: QuietOpt = False,
+        json_mode: JsonOpt = False,
+    ) -> None:
+        """Train a LoRA (kohya-format .safetensors) on a dataset."""
+        values = dict(locals())
+        for key in ("config", "force", "quiet", "json_mode", "device"):
+            values.pop(key)
+        device_name = getattr(device, "value", device)
+        values["device"] = None if device_name == "auto" else device_name  # so --config may set it
+        values["dry_run"] = dry_run or None
+
+        def work(reporter):
+            from datakit.train.config import build_config
+            from datakit.train.trainer import run_train
+
+            cfg = build_config(values, config)
+            return run_train(cfg, reporter, force=force)
+
+        execute(work, quiet=quiet, json_mode=json_mode)

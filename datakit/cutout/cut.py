@@ -1,0 +1,181 @@
+"""Cut one subject out of one image: flat-backdrop matte or a segmenter's mask, then shared finishing.
+
+Both methods end in `finish`: quantise alpha, decontaminate edge colours against the estimated
+backdrop, bleed RGB under transparent pixels, trim to the subject. The result carries what the
+manifest records (crop box, backdrop colour, coverage, confidence and warnings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from datakit.cutout.alpha import HOLE_POLICIES, flat_alpha, leak_check
+from datakit.cutout.background import BackgroundModel, border_samples, colour_distance, fit_background
+from datakit.cutout.colour import bleed, decontaminate, quantise_alpha, subject_box
+
+# A fill that leaks through outline gaps removes this share of the subject (or more) -> low confidence.
+LEAK_LIMIT = 0.25
+# The subject covering less than this share of the frame usually means the fill ate it.
+MIN_COVERAGE = 0.01
+
+
+@dataclass
+class CutOptions:
+    """Per-image options of the cut-out (everything except the method and model)."""
+
+    holes: str = "auto"  # auto | keep | cut: enclosed backdrop-coloured regions
+    threshold: float | None = None  # backdrop colour distance (8-bit levels); None = from the noise
+    matting: bool = False
+    trim: bool = True
+    margin: int = 8
+
+    def __post_init__(self):
+        if self.holes not in HOLE_POLICIES:
+            raise ValueError(f"holes must be one of {HOLE_POLICIES}")
+
+
+@dataclass
+class Cutout:
+    """An RGBA uint8 cut-out (straight alpha) and the facts the manifest records."""
+
+    rgba: np.ndarray
+    info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class NoSubjectFound(ValueError):
+    """The whole image matches the backdrop."""
+
+
+def describe_border(model: BackgroundModel) -> dict:
+    """Manifest facts about the backdrop model."""
+    return {
+        "colour": list(model.mean_colour),
+        "hex": "#%02x%02x%02x" % model.mean_colour,
+        "noise": round(model.sigma, 2),
+        "border_match": round(model.inlier_fraction, 4),
+        "spread": round(model.border_spread, 1),
+    }
+
+
+def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
+    """Cut out a subject drawn on a flat (or smoothly varying) backdrop; no model weights."""
+    h, w = rgb.shape[:2]
+    model = fit_background(rgb)
+    bg = model.render(h, w)
+    d = colour_distance(rgb, bg)
+    warnings: list[str] = []
+    if not model.is_flat():
+        warnings.append(
+            f"the border is not one flat backdrop (only {model.inlier_fraction:.0%} of it matches); "
+            "the flat method may be wrong here, try --method rembg"
+        )
+    res = flat_alpha(
+        d, rgb, bg, model.sigma, holes=opts.holes, threshold=opts.threshold
+    )
+    alpha = res.alpha
+    if opts.matting:
+        from datakit.cutout.matting import refine_alpha
+
+        alpha = refine_alpha(rgb, alpha)
+    warnings += res.warnings
+    subject_area = int((alpha > 0.5).sum())
+    leak = leak_check(d, res.threshold, subject_area)
+    if leak > LEAK_LIMIT:
+        warnings.append(
+            f"the backdrop fill may have leaked through a gap in the outline (closing gaps of 3 px would add "
+            f"{leak:.0%} to the subject); check the cut-out, or close the outline"
+        )
+    info = {
+        "method": "flat",
+        "background": describe_border(model),
+        "threshold": round(res.threshold, 2),
+        "holes": res.holes,
+        "specks_removed": res.specks_removed,
+        "leak": round(leak, 4),
+        "matting": bool(opts.matting),
+    }
+    return finish(rgb, alpha, bg, opts, info, warnings)
+
+
+def background_from_mask(rgb: np.ndarray, mask: np.ndarray) -> tuple[BackgroundModel, np.ndarray]:
+    """Estimate the backdrop colour where a segmenter says backdrop (falls back to the border)."""
+    h, w = rgb.shape[:2]
+    ys, xs = np.nonzero(mask < 0.05)
+    if len(ys) >= 200:
+        step = max(1, len(ys) // 20000)
+        model = fit_background(rgb, rows=ys[::step], cols=xs[::step])
+    else:
+        rows, cols = border_samples((h, w))
+        model = fit_background(rgb, rows=rows, cols=cols)
+    return model, model.render(h, w)
+
+
+def cut_with_mask(rgb: np.ndarray, mask: np.ndarray, opts: CutOptions, method: str) -> Cutout:
+    """Finish a cut-out from a segmenter's soft mask (0..1): clean specks, decontaminate, trim."""
+    h, w = rgb.shape[:2]
+    alpha = np.clip(mask.astype(np.float32), 0.0, 1.0)
+    # Segmenters leave faint haze and islands; zero the haze, drop islands far smaller than the subject.
+    alpha[alpha < 0.04] = 0.0
+    hard = (alpha > 0.5).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
+    removed = 0
+    if n > 2:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep_min = max(int(1e-4 * h * w), int(0.005 * areas.max()))
+        small = np.flatnonzero(areas < keep_min) + 1
+        if len(small):
+            island = np.isin(labels, small)
+            # Only the island core plus its soft rim: dilate the islands and clear them.
+            island = cv2.dilate(island.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            alpha[island & ~cv2.dilate((hard & ~np.isin(labels, small)).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)] = 0.0
+            removed = int(len(small))
+    if opts.matting:
+        from datakit.cutout.matting import refine_alpha
+
+        alpha = refine_alpha(rgb, alpha)
+    model, bg = background_from_mask(rgb, alpha)
+    info = {"method": method, "background": describe_border(model), "specks_removed": removed, "matting": bool(opts.matting)}
+    return finish(rgb, alpha, bg, opts, info, [])
+
+
+def from_existing_alpha(rgba: np.ndarray, opts: CutOptions) -> Cutout:
+    """The input already has a transparent backdrop: keep its alpha, only bleed and trim."""
+    alpha = rgba[:, :, 3].astype(np.float32) / 255.0
+    info = {"method": "alpha", "background": None}
+    return finish(rgba[:, :, :3], alpha, None, opts, info, ["input already had transparency; its alpha was kept"])
+
+
+def finish(
+    rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray | None, opts: CutOptions, info: dict, warnings: list[str]
+) -> Cutout:
+    """Quantise, decontaminate, bleed, trim; fill coverage, crop box and confidence."""
+    h, w = rgb.shape[:2]
+    a8 = quantise_alpha(alpha)
+    box = subject_box(a8, opts.margin) if opts.trim else (0, 0, w, h)
+    if box is None:
+        raise NoSubjectFound("no subject found: the whole image matches the backdrop")
+    x0, y0, x1, y1 = box
+    # Work on the crop only: decontamination and bleeding cost scales with the pixels kept.
+    a8 = a8[y0:y1, x0:x1]
+    crop = np.ascontiguousarray(rgb[y0:y1, x0:x1, :3])
+    if bg is not None:
+        crop = decontaminate(crop, a8, bg[y0:y1, x0:x1])
+    crop = bleed(crop, a8)
+    rgba = cv2.merge([*cv2.split(crop), a8])
+    coverage = float(a8.astype(np.float64).sum() / (255.0 * h * w))
+    if coverage < MIN_COVERAGE:
+        warnings.append(f"the subject covers only {coverage:.2%} of the image: the fill may have eaten it")
+    info.update(
+        {
+            "crop_box": [int(x0), int(y0), int(x1), int(y1)],
+            "source_size": [int(w), int(h)],
+            "size": [int(x1 - x0), int(y1 - y0)],
+            "alpha_coverage": round(coverage, 4),
+            "confidence": "low" if warnings and info.get("method") != "alpha" else "high",
+        }
+    )
+    return Cutout(rgba=rgba, info=info, warnings=warnings)

@@ -1,0 +1,1 @@
+"""The pieces of `datakit emit`: names, repeat balance, kohya TOML, validation, report."""

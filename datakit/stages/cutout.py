@@ -1,0 +1,211 @@
+"""`datakit cutout`: RGBA cut-outs (straight alpha) of subjects, trimmed, captions passed through.
+
+Per item: open safely -> pick the method (flat backdrop, rembg mask, or the input's own alpha) ->
+matte, decontaminate, bleed, trim (datakit.cutout) -> OUT/<stem>.png + the caption hard-linked ->
+a manifest row with the crop box, method, backdrop colour, alpha coverage, confidence and warnings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datakit.console import Reporter
+from datakit.errors import ImageError, UsageError
+from datakit.imageio import link_or_copy, open_image, save_png_array_atomic
+from datakit.inputs import discover
+from datakit.stage import StageRun, Task, TaskResult, default_workers
+
+METHODS = ("flat", "rembg", "auto")
+# Upstream manifest fields worth keeping on our rows (the rest is the upstream stage's bookkeeping).
+_CARRIED_FIELDS = ("tags",)
+
+
+@dataclass
+class CutoutConfig:
+    """Options of `datakit cutout` (see docs/cutout.md)."""
+
+    input_dir: Path
+    out_dir: Path
+    method: str = "flat"  # flat | rembg | auto
+    model: str | None = None  # rembg model name or .onnx path; None: $DATAKIT_REMBG_MODEL
+    holes: str = "auto"  # auto | keep | cut
+    threshold: float | None = None
+    matting: bool = False
+    trim: bool = True
+    margin: int = 8
+    device: str = "auto"
+    seed: int = 0
+    workers: int | None = None
+    force: bool = False
+
+
+class NeedsModel(ImageError):
+    """--method auto met an image whose border is not a flat backdrop and no model was named."""
+
+    reason = "needs a segmenter model"
+
+
+@dataclass
+class _Shared:
+    """What every task needs: the options and, for rembg, which segmenter to use (picklable)."""
+
+    method: str
+    options: object  # datakit.cutout.cut.CutOptions
+    segmenter: object | None  # datakit.models.segmenters.SegmenterSpec
+
+
+def _segmenter(shared: _Shared):
+    from datakit.models.segmenters import get_segmenter
+
+    return get_segmenter(shared.segmenter)
+
+
+def cut_one(rgb: np.ndarray, shared: _Shared):
+    """Cut one RGB image with the configured method (auto measures the border first)."""
+    from datakit.cutout.background import fit_background
+    from datakit.cutout.cut import cut_flat, cut_with_mask
+
+    method = shared.method
+    if method == "auto":
+        model = fit_background(rgb)
+        if model.is_flat():
+            method = "flat"
+        elif shared.segmenter is not None:
+            method = "rembg"
+        else:
+            raise NeedsModel(
+                f"the border is not one flat backdrop (only {model.inlier_fraction:.0%} of it matches): "
+                "use --method flat to cut it anyway, or --method rembg --model NAME_OR_PATH (or set DATAKIT_REMBG_MODEL)"
+            )
+    if method == "flat":
+        return cut_flat(rgb, shared.options)
+    seg = _segmenter(shared)
+    mask = seg.predict(rgb)
+    return cut_with_mask(rgb, mask, shared.options, method=f"rembg:{shared.segmenter.name}")
+
+
+def process_one(task: Task, shared: _Shared) -> TaskResult:
+    """Cut out one image and pass its caption through (runs in pool workers)."""
+    from datakit.cutout.cut import NoSubjectFound, from_existing_alpha
+
+    src: Path = task.payload["path"]
+    stem: str = task.params["stem"]
+    loaded = open_image(src)
+    arr = np.asarray(loaded.image)
+    notes = list(loaded.notes)
+    # An input that already has a transparent backdrop keeps its alpha: cutting it again would only
+    # damage it. Alpha that is opaque everywhere carries no information, so it is dropped.
+    if arr.shape[2] == 4 and arr[:, :, 3].min() < 250:
+        cut = from_existing_alpha(arr, shared.options)
+    else:
+        try:
+            cut = cut_one(np.ascontiguousarray(arr[:, :, :3]), shared)
+        except NoSubjectFound as exc:
+            raise ImageError(str(exc)) from exc
+    out_name = f"{stem}.png"
+    save_png_array_atomic(cut.rgba, task.payload["out"] / out_name)
+    outputs = [out_name]
+    caption = task.payload.get("caption")
+    if caption is not None:
+        cap_name = f"{stem}{Path(caption).suffix}"
+        link_or_copy(caption, task.payload["out"] / cap_name)
+        outputs.append(cap_name)
+    row = dict(cut.info)
+    row.update(task.payload.get("carried", {}))
+    return TaskResult(key=task.key, outputs=outputs, row=row, warnings=notes + cut.warnings)
+
+
+def _config_dict(cfg: CutoutConfig, model_label: str | None) -> dict:
+    d = asdict(cfg)
+    d["input_dir"] = str(cfg.input_dir)
+    d["out_dir"] = str(cfg.out_dir)
+    d["model"] = model_label
+    if cfg.method == "flat":
+        d.pop("device")  # the flat method never touches a device: switching it must not redo work
+    return d
+
+
+def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
+    """Run the cutout stage from IN to OUT; returns the datakit.json info."""
+    from datakit.cutout.alpha import HOLE_POLICIES
+    from datakit.cutout.cut import CutOptions
+    from datakit.models.segmenters import requested_model, resolve_segmenter
+
+    if cfg.method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {cfg.method!r}")
+    if cfg.holes not in HOLE_POLICIES:
+        raise UsageError(f"--holes must be one of {', '.join(HOLE_POLICIES)}, not {cfg.holes!r}")
+    if cfg.margin < 0:
+        raise UsageError("--margin must be 0 or more pixels")
+    if cfg.threshold is not None and not 0 < cfg.threshold < 442:
+        raise UsageError("--threshold is a colour distance in 8-bit levels: between 0 and 441")
+    model = requested_model(cfg.model)
+    if cfg.method == "rembg" and model is None:
+        raise UsageError(
+            "--method rembg needs a model: --model isnet-anime (or u2net, birefnet-general, a path to an .onnx file), "
+            "or set DATAKIT_REMBG_MODEL"
+        )
+    spec = resolve_segmenter(model, cfg.device) if model and cfg.method in ("rembg", "auto") else None
+
+    inputs = discover(cfg.input_dir, stage="cutout")
+    out = Path(cfg.out_dir)
+    config = _config_dict(cfg, spec.label if spec else None)
+    run = StageRun(
+        "cutout", out, config, inputs_dir=cfg.input_dir, upstream=inputs.upstream, force=cfg.force,
+        reporter=reporter, seed=cfg.seed, pre_skipped=inputs.skipped,
+    )
+    model_inputs = [Path(spec.path)] if spec and spec.path else []
+    tasks = []
+    for item in inputs.items:
+        files = [item.path, *([item.caption] if item.caption else []), *model_inputs]
+        carried = {k: item.row[k] for k in _CARRIED_FIELDS if k in item.row}
+        tasks.append(
+            Task(
+                key=item.key,
+                inputs=files,
+                params={"stem": item.stem},
+                payload={"path": item.path, "caption": item.caption, "out": out, "carried": carried},
+                source=item.key,
+            )
+        )
+    if not tasks and not inputs.skipped:
+        reporter.warn(f"no images in {cfg.input_dir}")
+    options = CutOptions(holes=cfg.holes, threshold=cfg.threshold, matting=cfg.matting, trim=cfg.trim, margin=cfg.margin)
+    shared = _Shared(method=cfg.method, options=options, segmenter=spec)
+    # A segmenter session is loaded once and reused: model methods run in this process.
+    workers = 1 if spec is not None else (cfg.workers or default_workers())
+    extra: dict = {"method": cfg.method}
+    todo = run.plan(tasks)
+    if not todo and run.nothing_to_do():
+        reporter.info(f"cutout: nothing to do, all {len(tasks)} items are up to date in {out} (--force redoes them)")
+        return run.summary_from_previous()
+    if run.reused:
+        reporter.info(f"cutout: {run.reused} items unchanged, {len(todo)} to do")
+    if spec is not None and cfg.method == "rembg" and todo:
+        _load_and_report(spec, reporter)  # load before the bar starts, so a bad model fails at once
+    run.invalidate()
+    run.map(process_one, todo, workers=workers, shared=shared, description="cutout")
+    if spec is not None:
+        from datakit.models.segmenters import loaded_segmenter
+
+        seg = loaded_segmenter(spec)
+        extra["segmenter"] = {"model": spec.label, "providers": seg.providers if seg else None}
+        if seg is not None and cfg.method == "auto":
+            reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
+    info = run.finish(extra=extra)
+    needs = [r for r in info.get("skipped", []) if "not one flat backdrop" in r.get("reason", "")]
+    if needs:
+        reporter.warn(f"{len(needs)} image(s) need a segmenter: --method rembg --model NAME_OR_PATH")
+    return info
+
+
+def _load_and_report(spec, reporter: Reporter) -> None:
+    from datakit.models.segmenters import get_segmenter
+
+    seg = get_segmenter(spec)
+    reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
+    for note in seg.notes:
+        reporter.warn(note)
