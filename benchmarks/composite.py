@@ -86,10 +86,10 @@ def ours(cut: Path, bgs: Path, out: Path, count: int, workers: int, fmt: str) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer composites (a smoke run)")
-    parser.add_argument("--count", type=int, default=None, help="composites per measurement (default 40, quick 12)")
+    parser.add_argument("--count", type=int, default=None, help="composites per measurement (default 48, quick 12)")
     parser.add_argument("--format", default="png", choices=["png", "jpg"], help="output format for both paths")
     args = parser.parse_args()
-    count = args.count or (12 if args.quick else 40)
+    count = args.count or (12 if args.quick else 48)
     with tempfile.TemporaryDirectory(prefix="datakit-bench-composite-") as tmp:
         root = Path(tmp)
         print(f"making {count} backgrounds ({SIZE} px) and 3 cut-outs...", flush=True)

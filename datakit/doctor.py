@@ -44,7 +44,8 @@ PACKAGES = [
 # Environment variables that name models or model folders, and what reads them.
 MODEL_ENV_VARS = {
     "DATAKIT_REMBG_MODEL": "cutout --method rembg: rembg model name (isnet-anime, u2net, birefnet-...) or .onnx file",
-    "U2NET_HOME": "folder where rembg keeps its .onnx models (default ~/.u2net)",
+    "U2NET_HOME": "rembg's model folder, old flat layout (<name>.onnx); when set it also replaces REMBG_HOME",
+    "REMBG_HOME": "rembg's data folder: models in REMBG_HOME/models/<name>/<name>.onnx (default ~/.rembg)",
     "DATAKIT_TAGGER": "tag: WD14-format tagger folder (model.onnx + selected_tags.csv) or Hugging Face id",
     "DATAKIT_BG_MODEL": "backgrounds --engine sdxl: diffusers folder, .safetensors checkpoint or Hugging Face id",
     "DATAKIT_BASE_MODEL": "train: base model (diffusers folder, .safetensors/.ckpt checkpoint or Hugging Face id)",
@@ -329,9 +330,29 @@ def hf_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
 
 
-def u2net_home() -> Path:
-    """Where rembg looks for its models."""
-    return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net").expanduser()
+def rembg_homes() -> tuple[Path, Path]:
+    """rembg's (home, legacy folder), resolved the way rembg's sessions do.
+
+    Models live in HOME/models/<name>/<name>.onnx, or flat in the legacy folder (LEGACY/<name>.onnx).
+    U2NET_HOME, when set, is both; else HOME is REMBG_HOME, else XDG_DATA_HOME/rembg, else ~/.rembg,
+    and LEGACY is XDG_DATA_HOME/.u2net, else ~/.u2net. (Mirrored here because importing rembg
+    imports pymatting, which compiles with numba for half a minute.)
+    """
+    xdg = os.environ.get("XDG_DATA_HOME")
+    legacy = Path(os.environ.get("U2NET_HOME") or os.path.join(xdg or "~", ".u2net")).expanduser()
+    if os.environ.get("U2NET_HOME"):
+        return legacy, legacy
+    default = os.path.join(xdg, "rembg") if xdg else os.path.join("~", ".rembg")
+    return Path(os.environ.get("REMBG_HOME") or default).expanduser(), legacy
+
+
+def rembg_model_files() -> list[Path]:
+    """Every rembg .onnx model already on disk (both layouts)."""
+    home, legacy = rembg_homes()
+    found = set(legacy.glob("*.onnx")) if legacy.is_dir() else set()
+    if (home / "models").is_dir():
+        found |= set((home / "models").glob("*/*.onnx"))
+    return sorted(found)
 
 
 def classify_files(files: list[Path]) -> str | None:
@@ -377,7 +398,7 @@ def scan_hf_cache(cache: Path) -> dict:
     return result
 
 
-def describe_model_value(var: str, value: str, hf_cache: Path, rembg_home: Path) -> dict:
+def describe_model_value(var: str, value: str, hf_cache: Path) -> dict:
     """Resolve one model-naming value: an existing path, a rembg model name, or a Hugging Face id."""
     entry: dict = {"variable": var, "value": value, "purpose": MODEL_ENV_VARS.get(var, "")}
     path = Path(value).expanduser()
@@ -391,9 +412,11 @@ def describe_model_value(var: str, value: str, hf_cache: Path, rembg_home: Path)
         return entry
     looks_like_path = value.endswith((".onnx", ".safetensors", ".ckpt", ".pt", ".bin")) or value.startswith((".", "/", "~"))
     if var == "DATAKIT_REMBG_MODEL" and not looks_like_path:
-        candidate = rembg_home / f"{value}.onnx"
-        entry["found"] = candidate.is_file()
-        entry["where"] = f"rembg model file {candidate}" + ("" if entry["found"] else " (missing)")
+        home, legacy = rembg_homes()
+        candidates = [home / "models" / value / f"{value}.onnx", legacy / f"{value}.onnx"]
+        hit = next((c for c in candidates if c.is_file()), None)
+        entry["found"] = hit is not None
+        entry["where"] = f"rembg model file {hit}" if hit else "not downloaded (looked for " + " and ".join(map(str, candidates)) + ")"
         return entry
     if not looks_like_path and value.count("/") == 1:
         repo_dir = hf_cache / ("models--" + value.replace("/", "--"))
@@ -408,23 +431,22 @@ def describe_model_value(var: str, value: str, hf_cache: Path, rembg_home: Path)
 def models_info(model_options: list[dict] | None = None) -> dict:
     """Environment variables and flags that name models, whether what they name exists, and the caches."""
     cache = hf_cache_dir()
-    rembg_home = u2net_home()
+    home, legacy = rembg_homes()
     env = []
     for var, purpose in MODEL_ENV_VARS.items():
         value = os.environ.get(var)
         if value and var in MODEL_VALUE_VARS:
-            env.append(describe_model_value(var, value, cache, rembg_home))
+            env.append(describe_model_value(var, value, cache))
         elif value:
             p = Path(value).expanduser()
             env.append({"variable": var, "value": value, "purpose": purpose, "found": p.is_dir(),
                         "where": f"folder {p}" + ("" if p.is_dir() else " (missing)")})
         else:
             env.append({"variable": var, "value": None, "purpose": purpose, "found": None, "where": "not set"})
-    rembg_models = sorted(p.name for p in rembg_home.glob("*.onnx")) if rembg_home.is_dir() else []
     return {
         "environment": env,
         "options": model_options or [],
-        "rembg_home": {"path": str(rembg_home), "exists": rembg_home.is_dir(), "models": rembg_models},
+        "rembg": {"home": str(home), "legacy_folder": str(legacy), "models": [str(p) for p in rembg_model_files()]},
         "hf_cache": scan_hf_cache(cache),
         "hf_offline": os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON"),
     }
@@ -485,7 +507,7 @@ def collect(*, probe: bool = True, model_options: list[dict] | None = None, work
     except Exception as exc:
         report["models"] = {"error": f"{type(exc).__name__}: {exc}"}
     report["disk"] = disk_info(
-        {"working folder": workdir or Path.cwd(), "Hugging Face cache": hf_cache_dir(), "rembg models": u2net_home(),
+        {"working folder": workdir or Path.cwd(), "Hugging Face cache": hf_cache_dir(), "rembg models": rembg_homes()[0],
          "temporary files": Path(tempfile.gettempdir())}
     )
     report["warnings"] = findings(report)
@@ -549,9 +571,12 @@ def format_report(report: dict) -> str:
     for opt in m.get("options", []):
         env = f" (or ${opt['envvar']})" if opt.get("envvar") else ""
         add(f"  datakit {opt['command']} {opt['option']}{env}: {opt.get('help', '')}")
-    if "rembg_home" in m:
-        r = m["rembg_home"]
-        add(f"  rembg models in {r['path']}: {', '.join(r['models']) if r['models'] else 'none'}")
+    if "rembg" in m:
+        r = m["rembg"]
+        folders = r["home"] if r["home"] == r["legacy_folder"] else f"{r['home']}/models and {r['legacy_folder']}"
+        add(f"  rembg models in {folders}: {'none' if not r['models'] else ''}")
+        for path in r["models"]:
+            add(f"    {path}")
     if "hf_cache" in m:
         h = m["hf_cache"]
         usable = h.get("usable", [])

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from datakit import __version__
 from datakit.console import Reporter
-from datakit.errors import EXIT_OK, EXIT_PARTIAL, ImageError, StageError, UsageError
+from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, ImageError, StageError, UsageError
 from datakit.imageio import remove_stale_temporaries
 from datakit.manifest import (
     STAGE_INFO,
@@ -357,8 +357,10 @@ class StageRun:
 
 
 def exit_code_for(info: dict) -> int:
-    """0 when every input became an output, 3 when some were skipped or failed (documented)."""
+    """0 when every input became an output, 3 when some were skipped or failed, 5 when all failed (documented)."""
     counts = info.get("counts", {})
+    if counts.get("failed") and not counts.get("out") and not counts.get("skipped"):
+        return EXIT_RUNTIME  # nothing worked, and not because of bad inputs: the work itself failed
     if counts.get("skipped") or counts.get("failed"):
         return EXIT_PARTIAL
     return EXIT_OK

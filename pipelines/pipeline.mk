@@ -30,6 +30,7 @@ EMIT_FLAGS      ?=
 BASE_MODEL ?= path/to/base-model.safetensors
 
 # -- derived -----------------------------------------------------------------------------------------
+# The folder itself too: removing or adding a subject changes its time stamp.
 SUBJECT_FILES := $(wildcard $(SUBJECTS)/*)
 FLAGS_DIR     := $(OUT)/.flags
 
@@ -43,7 +44,8 @@ EMIT_ARGS      = --concept $(CONCEPT)=$(OUT)/originals-rewritten \
 # Exit status 3 means "finished, some inputs were skipped" (each is named in the stage's summary and
 # manifest): the chain goes on with what was made. Any other failure stops it.
 define stage
-	$(1) || { rc=$$?; if [ $$rc -eq 3 ]; then echo "pipeline: some inputs were skipped (exit 3, named above); continuing" >&2; else exit $$rc; fi; }
+	@echo '$(strip $(1))'
+	@$(1) || { rc=$$?; if [ $$rc -eq 3 ]; then echo "pipeline: some inputs were skipped (exit 3, named above); continuing" >&2; else exit $$rc; fi; }
 endef
 
 .PHONY: all FORCE
@@ -68,7 +70,7 @@ value_tag       = $(TAG_ARGS)
 value_rewrite   = $(REWRITE_ARGS)
 value_emit      = $(EMIT_ARGS)
 
-$(OUT)/cutout/datakit.json: $(SUBJECT_FILES) $(FLAGS_DIR)/cutout
+$(OUT)/cutout/datakit.json: $(SUBJECTS) $(SUBJECT_FILES) $(FLAGS_DIR)/cutout
 	$(call stage,$(DATAKIT) cutout $(SUBJECTS) $(OUT)/cutout $(CUTOUT_ARGS))
 
 $(OUT)/composite/datakit.json: $(OUT)/cutout/datakit.json $(FLAGS_DIR)/composite
@@ -76,7 +78,7 @@ $(OUT)/composite/datakit.json: $(OUT)/cutout/datakit.json $(FLAGS_DIR)/composite
 
 # The originals are tagged and rewritten too: their captions get the trigger first and keep the
 # `white background` that is true of them; the composites' captions describe their scenes.
-$(OUT)/originals-tagged/datakit.json: $(SUBJECT_FILES) $(FLAGS_DIR)/tag
+$(OUT)/originals-tagged/datakit.json: $(SUBJECTS) $(SUBJECT_FILES) $(FLAGS_DIR)/tag
 	$(call stage,$(DATAKIT) tag $(SUBJECTS) $(OUT)/originals-tagged $(TAG_ARGS))
 
 $(OUT)/composite-tagged/datakit.json: $(OUT)/composite/datakit.json $(FLAGS_DIR)/tag

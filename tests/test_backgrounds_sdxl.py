@@ -14,6 +14,17 @@ from datakit.models.diffusion import build_tiny_pipeline
 from datakit.stages.backgrounds import DEFAULT_NEGATIVE, BackgroundsConfig, run_backgrounds
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast on a machine busy with other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_sdxl(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "tiny-sdxl"
@@ -21,8 +32,8 @@ def tiny_sdxl(tmp_path_factory):
     return folder
 
 
-def _cfg(out, model, **kw):
-    base = dict(out_dir=out, count=3, engine="sdxl", model=str(model), width=32, height=32, steps=2, batch_size=2,
+def _cfg(out, model_path, **kw):
+    base = dict(out_dir=out, count=3, engine="sdxl", model=str(model_path) if model_path else None, width=32, height=32, steps=2, batch_size=2,
                 device="cpu", seed=4)
     base.update(kw)
     return BackgroundsConfig(**base)
@@ -65,7 +76,7 @@ def test_prompt_file_turbo_scheduler_and_env_model(tmp_path, tiny_sdxl, monkeypa
     prompts = tmp_path / "p.txt"
     prompts.write_text("a quiet beach | beach, ocean\nspace | space, star_(sky) | ground=none\n", encoding="utf-8")
     monkeypatch.setenv("DATAKIT_BG_MODEL", str(tiny_sdxl))
-    info = run_backgrounds(_cfg(tmp_path / "o", None, model=None, prompts_file=prompts, turbo=True, steps=None,
+    info = run_backgrounds(_cfg(tmp_path / "o", None, prompts_file=prompts, turbo=True, steps=None,
                                 scheduler="euler_a", format="jpg"))
     assert info["steps"] == 4 and info["guidance"] == 0.0 and info["model"] == str(tiny_sdxl)
     rows = read_manifest(tmp_path / "o")

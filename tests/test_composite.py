@@ -101,6 +101,10 @@ def test_subject_in_frame_and_height_in_range_per_framing(tmp_path, data):
         else:
             lo, hi = CROP_FILL[row["framing"]]
             assert bottom == h - 1, row["file"]  # cut by the bottom edge
+            # ...and cut clean: no feathered fade where the frame cuts the subject.
+            centre = int(np.median(np.nonzero(_red_mask(img)[h - 1])[0]))
+            edge_px, inside_px = img[h - 1, centre].astype(int), img[h - 12, centre].astype(int)
+            assert np.abs(edge_px - inside_px).max() <= 30, (row["file"], edge_px, inside_px)
             assert lo * h - 3 <= h - top <= hi * h + 3, row["file"]
             # Never most of the subject cut away at the sides.
             assert xs.max() - xs.min() > 0.2 * w
@@ -114,6 +118,19 @@ def test_full_body_stands_on_the_ground_line(tmp_path, data):
         img = np.asarray(Image.open(out / row["file"]).convert("RGB"))
         feet = np.nonzero(_red_mask(img))[0].max()
         assert feet >= 0.6 * img.shape[0] - 4, row["file"]
+
+
+def test_ground_option_for_plain_folders(tmp_path):
+    cut = _write_cutouts(tmp_path / "cut", n=1)
+    bgs = _write_backgrounds(tmp_path / "bgs", n=3, ground_y=0.5, manifest=False)
+    out = tmp_path / "out"
+    _run(cut, bgs, out, per_background=3, framing="full=1", ground_y="0.5", height_range="0.3-0.45")
+    for row in _rows(out):
+        assert row["placement"]["on_ground"] and row["placement"]["feet_y"] >= 0.5 * 192 - 1e-6
+    _run(cut, bgs, out, per_background=3, framing="full=1", ground_y="none")
+    assert not any(r["placement"]["on_ground"] or r["effects"]["contact_shadow"]["on"] for r in _rows(out))
+    with pytest.raises(UsageError, match="--ground-y"):
+        _run(cut, bgs, out, ground_y="low")
 
 
 def test_edges_soft_no_white_halo_background_kept(tmp_path):

@@ -109,12 +109,14 @@ def test_premultiplied_resize_has_no_light_fringe():
     cv2.circle(a, (100, 100), 70, 255, -1)
     rgba[..., 3] = a
     rgba[a > 0, :3] = 90
-    p, alpha = bl.premultiply(rgba)
-    p2, a2 = bl.resize_layer(p, alpha, 57, 57)
+    p2, a2 = bl.resize_layer(bl.premultiply(rgba), 57, 57)
     straight = p2 / np.maximum(a2, 1e-6)[..., None]
     edge = (a2 > 0.05) & (a2 < 0.95)
     assert edge.any()
     assert straight[edge].max() <= 90 / 255 + 0.02
+    # Upsampling (bicubic) keeps premultiplied colour within its alpha too.
+    p3, a3 = bl.resize_layer(bl.premultiply(rgba), 450, 450)
+    assert (p3 <= a3[..., None] + 1e-6).all()
     # The naive straight-alpha resize does show the white fringe this guards against.
     naive = cv2.resize(rgba, (57, 57), interpolation=cv2.INTER_AREA)
     assert naive[..., :3][edge].max() > 120
@@ -172,3 +174,14 @@ def test_composite_tags_drop_old_and_add_scene_and_framing():
     tags, dropped = composite_tags(["1girl", "smile"], ["beach", "no_humans"], "portrait", "close", trigger="sail kun")
     assert "no_humans" in dropped and "no_humans" not in tags
     assert tags[0] == "sail kun" and "portrait" in tags
+
+
+def test_light_wrap_brightens_the_rim_from_a_bright_scene_only():
+    a = np.zeros((64, 64), np.float32)
+    a[16:48, 16:48] = 1.0
+    comp = np.full((64, 64, 3), 0.4, np.float32)
+    bright = np.full((64, 64, 3), 0.95, np.float32)
+    dark = np.zeros((64, 64, 3), np.float32)
+    lit = bl.light_wrap(comp, bright, a, 4.0, 0.5)
+    assert lit[17, 32, 0] > 0.45 and abs(lit[32, 32, 0] - 0.4) < 0.02  # rim glows, centre unchanged
+    assert np.allclose(bl.light_wrap(comp, dark, a, 4.0, 0.5), comp)  # no dark outline from a dark scene

@@ -179,3 +179,24 @@ def test_threshold_option_is_used(threshold):
     img = compose(colour, alpha, backdrop("white", 128))
     info = cut_flat(img, CutOptions(threshold=threshold)).info
     assert info["threshold"] == threshold
+
+
+def test_matting_refines_the_edge_band():
+    pytest.importorskip("pymatting")
+    colour, alpha = draw_subject(128)
+    img = compose(colour, alpha, backdrop("white", 128))
+    plain = cut_flat(img, CutOptions())
+    matted = cut_flat(img, CutOptions(matting=True))
+    assert matted.info["matting"] is True
+    full = place(matted.rgba, matted.info["crop_box"], alpha.shape)
+    assert iou(full[:, :, 3] / 255.0, alpha) > 0.95
+    # Only the narrow band near the edge may change; the interior and the far backdrop stay as they were.
+    a = place(plain.rgba, plain.info["crop_box"], alpha.shape)[:, :, 3].astype(int)
+    b = full[:, :, 3].astype(int)
+    assert (a != b).any()
+    import cv2
+
+    hard = (a > 127).astype(np.uint8)
+    k = np.ones((11, 11), np.uint8)
+    far = (cv2.dilate(hard, k) == 0) | (cv2.erode(hard, k) == 1)
+    assert (a[far] == b[far]).all()

@@ -18,6 +18,17 @@ from datakit.models.diffusion import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast on a machine busy with other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_sdxl_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-sdxl")

@@ -31,6 +31,17 @@ _FIXED_UNET = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear
                "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast on a machine busy with other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _resnet(rest: str, table: dict) -> str:
     head, _, tail = rest.partition(".")
     return f"{table.get(head, head)}.{tail}"
@@ -220,3 +231,21 @@ def test_ckpt_plain_tensors_detected(tmp_path):
 
 def test_shipped_configs_have_no_tokenizer_files():
     assert not list(CONFIG_ROOT.rglob("vocab.json")) and not list(CONFIG_ROOT.rglob("merges.txt"))
+
+
+def test_backgrounds_stage_on_a_single_file(tmp_path):
+    """The path users hit most: `datakit backgrounds --engine sdxl --model x.safetensors --config-dir DIR`."""
+    from datakit.cli.main import main
+    from datakit.manifest import read_manifest
+
+    pipe = build_tiny_pipeline("sdxl", seed=9)
+    ckpt = tmp_path / "tiny.safetensors"
+    write_single_file(pipe, ckpt, "sdxl")
+    configs = config_folder_for(pipe, tmp_path / "configs", "sdxl")
+    with pytest.raises(SystemExit) as exc:
+        main(["backgrounds", str(tmp_path / "out"), "-n", "2", "--engine", "sdxl", "--model", str(ckpt),
+              "--config-dir", str(configs), "--size", "32", "--steps", "1", "--quiet", "--device", "cpu"])
+    assert exc.value.code == 0
+    rows = read_manifest(tmp_path / "out")
+    assert [r["file"] for r in rows] == ["bg000.png", "bg001.png"]
+    assert rows[0]["model"] == str(ckpt) and rows[0]["engine"] == "sdxl"

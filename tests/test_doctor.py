@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from datakit import doctor
 
-MODEL_VARS = ("DATAKIT_REMBG_MODEL", "U2NET_HOME", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL", "HF_HOME", "HF_HUB_CACHE")
+MODEL_VARS = ("DATAKIT_REMBG_MODEL", "U2NET_HOME", "REMBG_HOME", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL", "HF_HOME", "HF_HUB_CACHE")
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No model variables set; the HF cache and rembg home point into tmp_path."""
-    for var in MODEL_VARS:
+    for var in (*MODEL_VARS, "XDG_DATA_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
@@ -48,6 +48,7 @@ def test_tiny_onnx_model_is_valid():
     assert [n.op_type for n in model.graph.node] == ["Add"]
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
 def test_cpu_provider_works_and_unknown_provider_does_not():
     results = {r["provider"]: r for r in doctor.probe_providers(["CPUExecutionProvider", "NoSuchExecutionProvider"])}
     assert results["CPUExecutionProvider"]["works"] is True
@@ -163,7 +164,7 @@ def test_model_variables_are_resolved(clean_env, monkeypatch):
     assert env["DATAKIT_BASE_MODEL"]["found"] is True and "Hugging Face cache" in env["DATAKIT_BASE_MODEL"]["where"]
     assert env["DATAKIT_BG_MODEL"]["found"] is False
     assert env["U2NET_HOME"]["found"] is True
-    assert report["models"]["rembg_home"]["models"] == ["isnet-anime.onnx"]
+    assert report["models"]["rembg"]["models"] == [str(u2net / "isnet-anime.onnx")]
     assert any(w.startswith("DATAKIT_BG_MODEL=") for w in report["warnings"])
     assert not any(w.startswith("DATAKIT_TAGGER=") for w in report["warnings"])
 
@@ -200,7 +201,8 @@ def test_model_options_are_found_on_other_commands():
 
     @app.command("fake")
     def fake(model: str = typer.Option(None, "--model", envvar="DATAKIT_FAKE_MODEL", help="The model."),
-             seed: int = typer.Option(0, "--seed", help="Seed.")) -> None:
+             seed: int = typer.Option(0, "--seed", help="Seed."),
+             ckpt: bool = typer.Option(False, "--gradient-checkpointing", help="Not a model.")) -> None:
         """A fake stage."""
 
     @app.command("other")
@@ -209,3 +211,21 @@ def test_model_options_are_found_on_other_commands():
 
     opts = _model_options(app)
     assert opts == [{"command": "fake", "option": "--model", "envvar": "DATAKIT_FAKE_MODEL", "help": "The model."}]
+
+
+def test_rembg_model_in_the_new_layout(clean_env, monkeypatch):
+    """Without U2NET_HOME rembg keeps models in REMBG_HOME/models/<name>/<name>.onnx."""
+    monkeypatch.delenv("U2NET_HOME")
+    home = clean_env / "rembg-home"
+    (home / "models" / "u2net").mkdir(parents=True)
+    (home / "models" / "u2net" / "u2net.onnx").write_bytes(b"onnx")
+    monkeypatch.setenv("REMBG_HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(clean_env / "xdg"))
+    assert doctor.rembg_homes() == (home, clean_env / "xdg" / ".u2net")
+    monkeypatch.setenv("DATAKIT_REMBG_MODEL", "u2net")
+    env = {e["variable"]: e for e in doctor.models_info()["environment"]}
+    assert env["DATAKIT_REMBG_MODEL"]["found"] is True
+    monkeypatch.setenv("DATAKIT_REMBG_MODEL", "isnet-anime")
+    env = {e["variable"]: e for e in doctor.models_info()["environment"]}
+    assert env["DATAKIT_REMBG_MODEL"]["found"] is False and "not downloaded" in env["DATAKIT_REMBG_MODEL"]["where"]
+    assert doctor.rembg_model_files() == [home / "models" / "u2net" / "u2net.onnx"]

@@ -82,6 +82,10 @@ def test_golden_tree_and_toml(folders):
     plan = json.loads((out / "plan.json").read_text())
     assert plan["folders"] == {"sail_kun": "img/4_sail_kun", "sail_kun_with_background": "img/1_sail_kun_with_background"}
     assert (out / "plan.csv").read_text().splitlines()[0].startswith("concept,folder,images,repeats,steps_per_epoch,share")
+    # written files get normal permissions (not mkstemp's 0600): a trainer running as another user reads them
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "dataset.toml").stat().st_mode & 0o777 == 0o666 & ~umask
     # the inputs are untouched
     assert sorted(p.name for p in orig.iterdir()) == ["pose1.png", "pose1.txt"]
 

@@ -48,7 +48,8 @@ def _subject(path: Path, colour, offset: int) -> None:
 
 
 def _make(tmp: Path, out: Path, subjects: Path, bg_flags: str) -> subprocess.CompletedProcess:
-    datakit = Path(sys.executable).parent / "datakit"
+    script = Path(sys.executable).parent / "datakit"
+    datakit = str(script) if script.is_file() else f"{sys.executable} -m datakit"  # not installed as a script
     cmd = ["make", "--no-print-directory", "-f", "pipelines/pipeline.mk", f"DATAKIT={datakit}", f"SUBJECTS={subjects}",
            f"OUT={out}", "BG_COUNT=4", f"COMPOSITE_FLAGS={bg_flags}", "all"]
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba"), COLUMNS="120")
@@ -100,12 +101,15 @@ def test_pipeline_end_to_end(tmp_path):
     assert _stamps(out) == before
     assert " cutout " not in second.stdout and " emit " not in second.stdout
 
-    # editing one subject redoes its own cut-out and composites, and reuses the other's
+    # editing one subject redoes its own cut-out and composites, and reuses the other's; a broken file
+    # makes stages exit 3 (skipped, named), which does not stop the chain
     _subject(subjects / "waving.png", (60, 160, 90), 8)
+    (subjects / "broken.png").write_bytes(b"not a png")
     third = _make(tmp_path, out, subjects, bg)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "some inputs were skipped" in third.stderr and "broken.png" in third.stderr
     cut = json.loads((out / "cutout/datakit.json").read_text())["counts"]
-    assert (cut["processed"], cut["reused"]) == (1, 1)
+    assert (cut["reused"], cut["skipped"], cut["out"]) == (1, 1, 2)  # standing reused, waving redone
     comp = json.loads((out / "composite/datakit.json").read_text())["counts"]
     assert comp["processed"] >= 1 and comp["reused"] >= 1 and comp["processed"] + comp["reused"] == 4
     assert json.loads((out / "dataset/datakit.json").read_text())["counts"]["reused"] >= 1

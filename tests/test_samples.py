@@ -111,7 +111,9 @@ def test_script_reproduces_the_committed_pngs(tmp_path):
         made = np.asarray(Image.open(tmp_path / f"{pose}.png"))
         committed = np.asarray(Image.open(SUBJECTS / f"{pose}.png"))
         assert made.shape == committed.shape
-        assert np.array_equal(made, committed), f"{pose}.png differs from what draw_mascot.py draws"
+        assert np.array_equal(made, committed), (
+            f"{pose}.png differs from what draw_mascot.py draws (after a Pillow/OpenCV upgrade: re-run the script)"
+        )
         assert (tmp_path / f"{pose}.txt").read_text(encoding="utf-8") == (SUBJECTS / f"{pose}.txt").read_text(encoding="utf-8")
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from datakit import stage as stage_mod
 from datakit.console import Reporter
-from datakit.errors import EXIT_OK, EXIT_PARTIAL, StageError, UsageError
+from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, StageError, UsageError
 from datakit.imageio import TMP_MARK, link_or_copy, open_image, save_png_array_atomic, write_text_atomic
 from datakit.inputs import discover
 from datakit.manifest import read_manifest, read_stage_info
@@ -507,3 +507,26 @@ def test_progress_bar_and_warnings_do_not_break_quiet_runs(images, tmp_path, cap
     run_invert(images, tmp_path / "out", reporter=reporter)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+@pytest.mark.parametrize(
+    "counts,code",
+    [
+        ({"in": 3, "out": 3, "skipped": 0, "failed": 0}, EXIT_OK),
+        ({"in": 0, "out": 0, "skipped": 0, "failed": 0}, EXIT_OK),
+        ({"in": 3, "out": 2, "skipped": 1, "failed": 0}, EXIT_PARTIAL),
+        ({"in": 3, "out": 2, "skipped": 0, "failed": 1}, EXIT_PARTIAL),
+        ({"in": 2, "out": 0, "skipped": 2, "failed": 0}, EXIT_PARTIAL),  # only bad inputs: still "skipped"
+        ({"in": 2, "out": 0, "skipped": 0, "failed": 2}, EXIT_RUNTIME),  # every item crashed: the work failed
+    ],
+)
+def test_exit_codes_from_counts(counts, code):
+    assert exit_code_for({"counts": counts}) == code
+
+
+def test_every_item_failing_exits_5(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    _noise_image(d / "only.png", 1)
+    info = run_invert(d, tmp_path / "out", explode="only.png")
+    assert info["counts"]["failed"] == 1 and exit_code_for(info) == EXIT_RUNTIME

@@ -26,6 +26,15 @@ def sdxl(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("sdxl") / "model", "sdxl")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; on a shared, loaded CPU two threads spin-wait badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _train(model, dataset, out, **kw):
     values = {"dataset": dataset, "base_model": str(model), "output": out, "device": "cpu", "max_steps": 4,
               "save_precision": "fp32", **kw}

@@ -310,3 +310,13 @@ def test_mcut(tmp_path):
     sel = taggers.select_tags(p, labels, mcut=True, rating=False)
     # general gaps: 1.0, 0.9 | 0.4 ... -> threshold 0.65; characters 0.2 | 0.1 -> 0.15 floor -> 0.15
     assert sel.tags() == ["hatsune_miku", "red_background", "solo"]
+
+
+@pytest.mark.gpu
+def test_cuda_provider_is_used_when_a_gpu_is_present(tiny):
+    labels = taggers.read_labels(tiny / "selected_tags.csv")
+    s = taggers.open_session(taggers.resolve_tagger(str(tiny)), labels, device="cuda")
+    assert s.provider == "CUDAExecutionProvider" and s.on_gpu
+    red = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    red[..., 2] = 255
+    assert s.run(red)[0, 6] == pytest.approx(1.0)

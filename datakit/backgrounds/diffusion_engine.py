@@ -148,6 +148,10 @@ def run_diffusion(cfg, reporter: Reporter) -> dict:
         raise UsageError("--engine sdxl needs a model: --model PATH_OR_ID (a diffusers folder, a .safetensors "
                          "checkpoint or a Hugging Face id), or set DATAKIT_BG_MODEL")
     cfg.model = str(model)
+    if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
+        raise UsageError(f"unknown --scheduler {cfg.scheduler!r} (choose {', '.join(SCHEDULERS)})")
+    if cfg.dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {cfg.dtype!r} (choose {', '.join(DTYPES)})")
     tasks = plan_tasks(cfg, reporter)
 
     state = _accelerate_state()

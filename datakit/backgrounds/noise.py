@@ -9,8 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-Color = tuple[float, float, float]
-
 
 def rgb(hex_or_tuple) -> np.ndarray:
     """A colour as float32 RGB 0..1 from '#rrggbb' or a 0..255 tuple."""

@@ -135,6 +135,11 @@ def ground_layer(rng, h, w, hy, kind: str, haze: np.ndarray) -> np.ndarray:
         blades = tileable_fbm(rng, T, cells=32, octaves=3, aspect=0.25)
         p = sample(patch, x * 18, z * 18)
         b = sample(blades, x * 120, z * 120)
+        # Close to the camera the ground-plane texture is magnified into streaks; blades drawn in
+        # screen space (tall thin noise, a few pixels wide) take over there.
+        near_blades = fbm(rng, h, w, cells=max(8.0, w / 7), octaves=2, aspect=0.3)
+        t_near = smoothstep(0.15, 0.6, np.clip((np.arange(h, dtype=np.float32) - hy) / max(h - hy, 1), 0, 1))[:, None]
+        b = b * (1 - t_near) + near_blades * t_near
         col = base[None, None] * (0.72 + 0.45 * p[..., None]) * (0.75 + 0.4 * b[..., None])
         col += (rgb("#b5a642") - base)[None, None] * (smoothstep(0.7, 1.0, p) * 0.35)[..., None]
     elif kind == "sand":
@@ -228,9 +233,17 @@ def ridge(rng, img, hy: int, height: float, color, *, cells: float, sharp: bool,
 # ---------------------------------------------------------------------------------------------
 
 
+# Light on the ground by time of day: warm and dimmer at sunset, dark blue at night.
+GROUND_TINT = {"day": np.ones(3, np.float32), "sunset": np.array([0.95, 0.72, 0.6], np.float32),
+               "night": np.array([0.2, 0.24, 0.36], np.float32)}
+
+
 def _outdoor(rng, h, w, tod, horizon_range=(0.5, 0.68), cloud_cov=None):
     horizon = rng.uniform(*horizon_range)
     img = sky(rng, h, w, horizon, tod)
+    if tod == "sunset":  # the low sun, behind the clouds and the land drawn later
+        sun_glow(img, h * horizon - h * rng.uniform(0.03, 0.12), w * rng.uniform(0.2, 0.8), w * rng.uniform(0.025, 0.045),
+                 rgb("#ffcf7a"))
     sky_img = img.copy()
     if cloud_cov != 0:
         img = clouds(rng, img, horizon, tod, cloud_cov)
@@ -242,17 +255,21 @@ def _stand(horizon: float, rng) -> float:
     return round(horizon + (1 - horizon) * rng.uniform(0.55, 0.75), 3)
 
 
-def draw_grass_field(rng, h, w) -> Drawn:
-    img, _, hor, hy = _outdoor(rng, h, w, "day")
+def draw_grass_field(rng, h, w, tod: str = "day") -> Drawn:
+    img, _, hor, hy = _outdoor(rng, h, w, tod, cloud_cov=None if tod == "day" else rng.uniform(0.15, 0.35))
     haze = img[min(hy, h - 1)].mean(axis=0)
     extra = []
     if rng.random() < 0.6:
-        img = ridge(rng, img, hy, h * rng.uniform(0.05, 0.12), jitter(rng, rgb("#5f7f5a"), 0.05), cells=3, sharp=False,
-                    haze=haze, haze_amt=0.45)
+        hill = jitter(rng, rgb("#5f7f5a"), 0.05) * GROUND_TINT[tod]
+        img = ridge(rng, img, hy, h * rng.uniform(0.05, 0.12), hill, cells=3, sharp=False, haze=haze, haze_amt=0.45)
         extra.append("hill")
-    ground = ground_layer(rng, h, w, hy, "grass", haze)
+    ground = ground_layer(rng, h, w, hy, "grass", haze) * GROUND_TINT[tod]
     img = blend(img, ground, soft_mask_below(np.full(w, hy, np.float32), h))
     return Drawn(img, _stand(hor, rng), extra)
+
+
+def draw_sunset_field(rng, h, w) -> Drawn:
+    return draw_grass_field(rng, h, w, "sunset")
 
 
 def draw_beach(rng, h, w) -> Drawn:
@@ -435,15 +452,19 @@ def draw_starry_night(rng, h, w) -> Drawn:
 
 
 def draw_night_city(rng, h, w) -> Drawn:
-    return _city(rng, h, w, night=True)
+    return _city(rng, h, w, "night")
+
+
+def draw_sunset_city(rng, h, w) -> Drawn:
+    return _city(rng, h, w, "sunset")
 
 
 def draw_city_street(rng, h, w) -> Drawn:
-    return _city(rng, h, w, night=False)
+    return _city(rng, h, w, "day")
 
 
-def _city(rng, h, w, night: bool) -> Drawn:
-    tod = "night" if night else "day"
+def _city(rng, h, w, tod: str) -> Drawn:
+    night, sunset = tod == "night", tod == "sunset"
     img, _, hor, hy = _outdoor(rng, h, w, tod, (0.55, 0.66), cloud_cov=0 if night else None)
     if night:
         stars(rng, img, hor, density=0.3)
@@ -451,25 +472,25 @@ def _city(rng, h, w, night: bool) -> Drawn:
     for layer in range(3):
         t = layer / 2
         x = 0.0
-        base_col = (rgb("#1a2236") if night else rgb("#6c7c94")) * (1 - 0.35 * t)
+        base_col = rgb({"night": "#1a2236", "sunset": "#3b2d48", "day": "#6c7c94"}[tod]) * (1 - 0.35 * t)
         while x < w:
             bw = w * rng.uniform(0.04, 0.12) * (1 + 0.6 * t)
             bh = h * rng.uniform(0.08, 0.35) * (1 - 0.35 * t)
             x0, x1 = int(x), int(min(w, x + bw))
             y0 = int(max(0, hy - bh))
-            col = jitter(rng, base_col, 0.03) * (1 - 0.3 * (1 - t) * (not night)) + haze * (0.35 * (1 - t))
+            col = jitter(rng, base_col, 0.03) * (1 - 0.3 * (1 - t) * (tod == "day")) + haze * (0.35 * (1 - t))
             img[y0:hy, x0:x1] = col
             # Windows: a grid, lit at random at night, glassy by day.
             cw, ch = max(2, int(bw / rng.integers(4, 8))), max(2, int(h * 0.012 * (1 + t)))
             for wy in range(y0 + ch, hy - ch, ch * 2):
                 for wx in range(x0 + cw // 2, x1 - cw, cw * 2):
-                    if night:
-                        if rng.random() < 0.45:
+                    if night or sunset:
+                        if rng.random() < (0.45 if night else 0.15):
                             img[wy : wy + ch, wx : wx + cw] = jitter(rng, rgb("#f2c46b"), 0.08) * (0.6 + 0.4 * t)
                     else:
                         img[wy : wy + ch, wx : wx + cw] = col * 0.75 + rgb("#a9c4e0") * 0.25 * rng.uniform(0.5, 1)
             x = x1 + w * rng.uniform(0, 0.01)
-    ground = ground_layer(rng, h, w, hy, "asphalt", haze)
+    ground = ground_layer(rng, h, w, hy, "asphalt", haze) * (GROUND_TINT["sunset"] if sunset else 1.0)
     gx, gz = ground_coords(h, w, hy)
     # Lane markings: a dashed centre line and two edge lines converging to the vanishing point.
     half = rng.uniform(2.0, 3.5)
@@ -512,10 +533,9 @@ def draw_underwater(rng, h, w) -> Drawn:
     shafts = 0.5 + 0.5 * np.sin(ang * rng.uniform(18, 30) + fbm(rng, h, w, 2, 3) * 0.6)
     shafts = smoothstep(0.6, 1.0, shafts) * smoothstep(0.9, 0.0, yy / h)
     img += shafts[..., None] * np.array([0.12, 0.2, 0.2], np.float32)
-    # Caustic ripple near the surface.
-    c = fbm(rng, h, w, cells=10, octaves=3)
-    caustic = smoothstep(0.4, 0.5, c) * smoothstep(0.6, 0.5, c) * smoothstep(0.3, 0.0, yy / h)
-    img += blur(caustic, w / 400)[..., None] * 0.12
+    # Brighter, rippled water just under the surface.
+    ripple = fbm(rng, h, w, cells=8, octaves=4, aspect=3.0)
+    img += (ripple * smoothstep(0.25, 0.0, yy / h))[..., None] * np.array([0.05, 0.1, 0.1], np.float32)
     for _ in range(int(rng.integers(25, 60))):  # bubbles: a faint fill and a brighter rim
         r = w * rng.uniform(0.003, 0.014)
         y, x = rng.uniform(0, h), rng.uniform(0, w)
@@ -555,10 +575,12 @@ WALL_COLORS = ["#d9cdb8", "#c9d3d6", "#d6c2c2", "#c8d1b9", "#b9c4d9", "#e0d2b0",
 
 
 def draw_room(rng, h, w, floor: str = "wood") -> Drawn:
+    # Camera at height 1 above the floor, looking straight at the back wall; the eye line sits high
+    # so the floor (where the subject stands) fills more of the frame than the ceiling.
     focal = w * rng.uniform(0.55, 0.8)
-    vx, vy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.38, 0.5)
-    half_w = rng.uniform(2.2, 3.4)  # room half-width, camera at height 1 above the floor
-    ceil_h = rng.uniform(1.4, 2.0)
+    vx, vy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.3, 0.42)
+    half_w = rng.uniform(1.5, 2.6)  # room half-width: narrower than the view, so side walls show
+    ceil_h = rng.uniform(1.5, 1.9)  # ceiling height above the floor
     depth = rng.uniform(3.0, 5.0)
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
@@ -622,7 +644,6 @@ def draw_room(rng, h, w, floor: str = "wood") -> Drawn:
         floor_col = floor_col * (1 - 0.3 * smoothstep(1.5, 0.0, grout))[..., None]
         floor_col *= (0.9 + 0.1 * sample(plaster, wx * 80, z * 80))[..., None]
         tags = ["tiles", "tiled floor"]
-    # Faint reflection of the light on a glossy floor.
     img = np.where((surf == 0)[..., None], floor_col, img)
     ceil_col = np.clip(wall * 1.02 + 0.03, 0, 0.86)
     img = np.where((surf == 1)[..., None], ceil_col[None, None] * np.ones_like(img), img)
@@ -678,6 +699,9 @@ class ProceduralScene:
 PROCEDURAL_SCENES: tuple[ProceduralScene, ...] = (
     ProceduralScene("grass field", "a green grass field under a blue sky with clouds",
                     ("outdoors", "sky", "cloud", "day", "blue sky", "grass", "field", "horizon"), draw_grass_field),
+    ProceduralScene("sunset field", "a grass field at sunset, the sun low over the horizon",
+                    ("outdoors", "sunset", "sky", "cloud", "orange sky", "grass", "field", "horizon", "evening"),
+                    draw_sunset_field),
     ProceduralScene("beach", "a sandy beach by the ocean on a sunny day",
                     ("outdoors", "beach", "ocean", "sand", "sky", "cloud", "day", "blue sky", "horizon", "water"), draw_beach),
     ProceduralScene("sunset sea", "the sea at sunset, the sun low over the water",
@@ -704,6 +728,9 @@ PROCEDURAL_SCENES: tuple[ProceduralScene, ...] = (
                     draw_night_city),
     ProceduralScene("city street", "a city street by day with buildings and a road",
                     ("outdoors", "city", "building", "road", "street", "sky", "day", "cloud"), draw_city_street),
+    ProceduralScene("city sunset", "a city street at sunset, building silhouettes against an orange sky",
+                    ("outdoors", "city", "building", "road", "street", "sunset", "sky", "orange sky", "evening"),
+                    draw_sunset_city),
     ProceduralScene("bokeh lights", "out-of-focus lights at night",
                     ("night", "bokeh", "blurry background", "lights", "dark background"), draw_bokeh),
     ProceduralScene("underwater", "underwater in clear blue water with light rays and bubbles",

@@ -9,7 +9,7 @@ import typer
 from datakit.cli.common import JsonOpt
 
 # Option names that name a model, found on the other commands so the report lists them as they are.
-_MODEL_WORDS = ("model", "tagger", "checkpoint", "vae")
+_MODEL_WORDS = {"model", "tagger", "checkpoint", "ckpt", "vae", "lora", "hypernetwork"}
 
 
 def _model_options(app: typer.Typer) -> list[dict]:
@@ -30,7 +30,7 @@ def _model_options(app: typer.Typer) -> list[dict]:
             if getattr(param, "param_type_name", None) != "option":
                 continue
             long = max(param.opts, key=len)
-            if any(w in long for w in _MODEL_WORDS):
+            if _MODEL_WORDS & set(long.lstrip("-").split("-")):  # whole words: not --gradient-checkpointing
                 envvar = param.envvar if isinstance(param.envvar, str) else None
                 found.append({"command": name, "option": long, "envvar": envvar, "help": (param.help or "").strip()})
     return found

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         copy: Annotated[bool, typer.Option("--copy/--link", help="Copy images instead of hard-linking unchanged ones.")] = False,
         flatten_color: Annotated[str, typer.Option("--flatten-color", metavar="#RRGGBB", help="Colour transparent images are flattened onto (concepts without --alpha-mask).")] = "#ffffff",
         min_size: Annotated[int, typer.Option("--min-size", min=1, help="Skip images whose shorter side is below this many pixels.")] = 64,
-        dup_threshold: Annotated[int, typer.Option("--dup-threshold", min=0, max=64, help="Report image pairs whose perceptual hashes differ by at most this many bits.")] = 6,
+        dup_threshold: Annotated[int, typer.Option("--dup-threshold", min=0, max=64, help="Report image pairs whose perceptual hashes differ by at most this many bits.")] = 3,
         seed: SeedOpt = 0,
         workers: WorkersOpt = None,
         force: ForceOpt = False,

@@ -15,6 +15,7 @@ D = "Dataset overrides (default: the dataset's own setting)"
 S = "Speed and memory"
 F = "Checkpoints, samples and output"
 M = "Base model"
+H = "Hypernetwork (--method hypernetwork, A1111 .pt; see docs/hypernetwork.md)"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
     def train(
         dataset: Annotated[Optional[Path], typer.Argument(help="emit's OUT folder, a kohya dataset TOML, or a kohya folder-mode parent (N_name/ subfolders).", show_default=False)] = None,
         base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model: a diffusers folder, a .safetensors/.ckpt checkpoint, or a Hugging Face id in the local cache.", rich_help_panel=M, show_default=False)] = None,
-        method: Annotated[Optional[str], typer.Option("--method", help="What to train: lora.", show_default="lora")] = None,
+        method: Annotated[Optional[str], typer.Option("--method", help="What to train: lora (kohya .safetensors) or hypernetwork (A1111 .pt).", show_default="lora")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (LoRA file, checkpoints, samples, loss.csv).", show_default=False)] = None,
         config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file holding any of these options (flags given here win).", show_default=False)] = None,
         output_name: Annotated[Optional[str], typer.Option("--output-name", help="File name without extension (default: the trigger word, else 'lora').", rich_help_panel=F, show_default=False)] = None,
@@ -37,12 +38,12 @@ def register(app: typer.Typer) -> None:
         alpha: Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; scale = alpha/rank (default: rank).", rich_help_panel=P, show_default=False)] = None,
         conv_rank: Annotated[Optional[int], typer.Option("--conv-rank", help="Also train 3x3 convs of resnets and samplers with this rank (LoCon).", rich_help_panel=P, show_default=False)] = None,
         conv_alpha: Annotated[Optional[float], typer.Option("--conv-alpha", help="Alpha of the conv modules (default: conv rank).", rich_help_panel=P, show_default=False)] = None,
-        dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout on the LoRA hidden units.", rich_help_panel=P, show_default="0")] = None,
+        dropout: Annotated[Optional[float], typer.Option("--dropout", help="Dropout on the LoRA hidden units; hypernetwork: this rate on the hidden layers (A1111's rule; A1111 uses 0.3).", rich_help_panel=P, show_default="0")] = None,
         rank_dropout: Annotated[Optional[float], typer.Option("--rank-dropout", help="Dropout of whole ranks.", rich_help_panel=P, show_default="0")] = None,
         module_dropout: Annotated[Optional[float], typer.Option("--module-dropout", help="Probability of skipping a whole module in a step.", rich_help_panel=P, show_default="0")] = None,
         train_text_encoder: Annotated[Optional[bool], typer.Option("--train-text-encoder/--no-train-text-encoder", help="Also train LoRA on the text encoder(s) (no text caching then).", rich_help_panel=P, show_default=False)] = None,
         network_weights: Annotated[Optional[Path], typer.Option("--network-weights", help="Start from this kohya LoRA file (same rank).", rich_help_panel=P, show_default=False)] = None,
-        lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.", rich_help_panel=O, show_default="1e-4")] = None,
+        lr: Annotated[Optional[str], typer.Option("--lr", help="Learning rate; hypernetwork: also an A1111 schedule like '5e-5:100, 5e-6:1500' (wins over --lr-scheduler).", rich_help_panel=O, show_default="1e-4")] = None,
         unet_lr: Annotated[Optional[float], typer.Option("--unet-lr", help="UNet learning rate (default: --lr).", rich_help_panel=O, show_default=False)] = None,
         text_encoder_lr: Annotated[Optional[float], typer.Option("--text-encoder-lr", help="Text-encoder learning rate (default: --lr).", rich_help_panel=O, show_default=False)] = None,
         optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw, adamw8bit, prodigy, lion, adafactor or sgd.", rich_help_panel=O, show_default="adamw")] = None,
@@ -53,8 +54,8 @@ def register(app: typer.Typer) -> None:
         lr_cycles: Annotated[Optional[int], typer.Option("--lr-cycles", help="Restarts for cosine_with_restarts.", rich_help_panel=O, show_default="1")] = None,
         lr_power: Annotated[Optional[float], typer.Option("--lr-power", help="Power for the polynomial schedule.", rich_help_panel=O, show_default="1.0")] = None,
         grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Gradient accumulation steps.", rich_help_panel=O, show_default="1")] = None,
-        max_grad_norm: Annotated[Optional[float], typer.Option("--max-grad-norm", help="Gradient clipping threshold (0: off).", rich_help_panel=O, show_default="1.0")] = None,
-        clip_mode: Annotated[Optional[str], typer.Option("--clip-mode", help="Clip gradients by norm or by value.", rich_help_panel=O, show_default="norm")] = None,
+        max_grad_norm: Annotated[Optional[str], typer.Option("--max-grad-norm", help="Gradient clipping threshold (0: off); hypernetwork: also a schedule like '0.1:500, 0.05'.", rich_help_panel=O, show_default="1.0")] = None,
+        clip_mode: Annotated[Optional[str], typer.Option("--clip-mode", help="Clip gradients by norm or by value, or disabled.", rich_help_panel=O, show_default="norm")] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps to train (wins over --epochs; default 1600).", rich_help_panel=O, show_default=False)] = None,
         epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train.", rich_help_panel=O, show_default=False)] = None,
         noise_offset: Annotated[Optional[float], typer.Option("--noise-offset", help="Noise offset (e.g. 0.05; helps very dark/bright images).", rich_help_panel=O, show_default="0")] = None,
@@ -78,10 +79,25 @@ def register(app: typer.Typer) -> None:
         save_precision: Annotated[Optional[str], typer.Option("--save-precision", help="fp16, bf16 or fp32 for the saved file.", rich_help_panel=F, show_default="fp16")] = None,
         save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write a checkpoint every N steps.", rich_help_panel=F, show_default=False)] = None,
         keep_last: Annotated[Optional[int], typer.Option("--keep-last", help="Keep only the newest N checkpoints.", rich_help_panel=F, show_default=False)] = None,
-        resume: Annotated[Optional[str], typer.Option("--resume", help="Resume from a checkpoint folder, or 'auto' for the newest in OUTPUT/checkpoints.", rich_help_panel=F, show_default=False)] = None,
+        resume: Annotated[Optional[str], typer.Option("--resume", help="Resume from a checkpoint folder (hypernetwork: any A1111 .pt file), or 'auto' for the newest in OUTPUT/checkpoints.", rich_help_panel=F, show_default=False)] = None,
         sample_every: Annotated[Optional[int], typer.Option("--sample-every", help="Render sample images every N steps (and at the end).", rich_help_panel=F, show_default=False)] = None,
         sample_prompts: Annotated[Optional[Path], typer.Option("--sample-prompts", help="Prompt file, kohya syntax (--n --w --h --d --s --l); default: the trigger on several scenes.", rich_help_panel=F, show_default=False)] = None,
         sample_steps: Annotated[Optional[int], typer.Option("--sample-steps", help="Sampling steps per sample image.", rich_help_panel=F, show_default="20")] = None,
+        layer_structure: Annotated[Optional[str], typer.Option("--layer-structure", help="Hidden widths as multiples of the input, e.g. 1,2,1 or 1,2,2,1.", rich_help_panel=H, show_default="1,2,1")] = None,
+        activation: Annotated[Optional[str], typer.Option("--activation", help="linear, relu, leakyrelu, elu, swish (Hardswish), tanh, sigmoid, softsign or mish.", rich_help_panel=H, show_default="linear")] = None,
+        layer_norm: Annotated[Optional[bool], typer.Option("--layer-norm/--no-layer-norm", help="A LayerNorm after every Linear.", rich_help_panel=H, show_default=False)] = None,
+        dropout_structure: Annotated[Optional[str], typer.Option("--dropout-structure", help="Dropout after each layer, one number per --layer-structure entry, e.g. 0,0.3,0 (wins over --dropout).", rich_help_panel=H, show_default=False)] = None,
+        activate_output: Annotated[Optional[bool], typer.Option("--activate-output/--no-activate-output", help="Apply the activation after the last Linear too.", rich_help_panel=H, show_default=False)] = None,
+        weight_init: Annotated[Optional[str], typer.Option("--weight-init", help="Normal (N(0, 0.01)), XavierUniform, XavierNormal, KaimingUniform or KaimingNormal.", rich_help_panel=H, show_default="Normal")] = None,
+        sizes: Annotated[Optional[str], typer.Option("--sizes", help="Context widths to train modules for, e.g. 768,320,640,1280 (default: the model's attention widths).", rich_help_panel=H, show_default=False)] = None,
+        strength: Annotated[Optional[float], typer.Option("--strength", help="Hypernetwork strength in sample images (training uses 1).", rich_help_panel=H, show_default="1.0")] = None,
+        latent_sampling: Annotated[Optional[str], typer.Option("--latent-sampling", help="once (one VAE sample per image), deterministic (the mean) or random (a new sample each use).", rich_help_panel=H, show_default="once")] = None,
+        template: Annotated[Optional[Path], typer.Option("--template", help="Prompt template file, one prompt per line, with [filewords] and [name] (default: the caption).", rich_help_panel=H, show_default=False)] = None,
+        cycle_steps: Annotated[Optional[int], typer.Option("--cycle-steps", help="Cosine annealing with warm restarts: steps of the first cycle (turns it on).", rich_help_panel=H, show_default=False)] = None,
+        cycle_mult: Annotated[Optional[float], typer.Option("--cycle-mult", help="Each cycle is this many times longer than the one before.", rich_help_panel=H, show_default="1")] = None,
+        cycle_warmup: Annotated[Optional[int], typer.Option("--cycle-warmup", help="Linear warmup steps at the start of every cycle.", rich_help_panel=H, show_default="0")] = None,
+        min_lr: Annotated[Optional[float], typer.Option("--min-lr", help="Lowest learning rate of each cycle.", rich_help_panel=H, show_default="0")] = None,
+        cycle_decay: Annotated[Optional[float], typer.Option("--cycle-decay", help="The peak learning rate is multiplied by this after every cycle.", rich_help_panel=H, show_default="1")] = None,
         seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, noise and timesteps.", show_default="0")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images, buckets, steps, memory and time estimate) and stop.")] = False,
         device: DeviceOpt = "auto",
@@ -89,7 +105,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
         json_mode: JsonOpt = False,
     ) -> None:
-        """Train a LoRA (kohya-format .safetensors) on a dataset."""
+        """Train a LoRA (kohya-format .safetensors) or an A1111 hypernetwork (.pt) on a dataset."""
         values = dict(locals())
         for key in ("config", "force", "quiet", "json_mode", "device"):
             values.pop(key)

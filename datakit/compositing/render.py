@@ -111,10 +111,9 @@ def scaled_layer(rgba: np.ndarray, placement: Placement, frame_h: int) -> tuple[
         # Rows below the frame are never seen (upper-body and portrait crops): do not resample them.
         rows = int(min(h, math.ceil((frame_h - y0) / s) + 4))
         rows = max(rows, 1)
-    p, a = bl.premultiply(np.ascontiguousarray(rgba[:rows]))
     new_w = max(1, int(round(w * s)))
     new_h = max(1, int(round(rows * s)))
-    p, a = bl.resize_layer(p, a, new_w, new_h)
+    p, a = bl.resize_layer(bl.premultiply(np.ascontiguousarray(rgba[:rows])), new_w, new_h)
     if placement.rotation != 0.0:
         p, a, dx, dy = bl.rotate_layer(p, a, placement.rotation)
         x0 -= dx

@@ -123,6 +123,7 @@ def check_background(item: InputItem) -> Background:
 # Workers composite the same few subjects many times: keep the decoded ones (small LRU per process).
 _SUBJECT_CACHE: "OrderedDict[tuple, tuple[np.ndarray, list[str]]]" = OrderedDict()
 _SUBJECT_CACHE_SIZE = 8
+_SUBJECT_CACHE_BYTES = 256 * 1024 * 1024  # a few huge cut-outs must not fill a worker's memory
 
 
 def load_subject(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -135,7 +136,9 @@ def load_subject(path: Path) -> tuple[np.ndarray, list[str]]:
         return hit
     value = cut_out_array(path)
     _SUBJECT_CACHE[key] = value
-    while len(_SUBJECT_CACHE) > _SUBJECT_CACHE_SIZE:
+    while len(_SUBJECT_CACHE) > 1 and (
+        len(_SUBJECT_CACHE) > _SUBJECT_CACHE_SIZE or sum(v[0].nbytes for v in _SUBJECT_CACHE.values()) > _SUBJECT_CACHE_BYTES
+    ):
         _SUBJECT_CACHE.popitem(last=False)
     return value
 

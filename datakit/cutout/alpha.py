@@ -83,9 +83,10 @@ def classify_enclosed(
 
     Rule (policy "auto"): an enclosed region of at least `min_area` pixels is a hole when
     1. it is indistinguishable from the backdrop: its mean colour equals the fitted backdrop there
-       within 2.5 levels per channel and its noise is no stronger than the backdrop's; and
-    2. it is bounded by outline only: at least 85% of the pixels 2-3 px around it have the colour
-       found 2-3 px inside the outer silhouette (the outline). A gap between an arm and the body is
+       within 2.5 levels per channel and its noise is no stronger than the backdrop's (or 0.4 of the
+       threshold, for JPEG ringing); and
+    2. it is bounded by outline only: at least 85% of the pixels 2 px around it have the colour
+       found 2 px inside the outer silhouette (the outline). A gap between an arm and the body is
        seen through the subject's outer contour; a white shirt or sock painted the exact backdrop
        colour meets other paint somewhere (shading, a collar, a stripe) and is kept.
     Smaller regions (eye whites, pinholes) are always kept. A white area bounded only by outline and
@@ -147,13 +148,15 @@ def _hole_row(stats: np.ndarray, k: int, action: str, why: str) -> dict:
     return {"bbox": [x, y, x + w, y + h], "area": area, "action": action, "why": why}
 
 
-def soft_edges(d: np.ndarray, background: np.ndarray, band: int = 3) -> np.ndarray:
+def soft_edges(d: np.ndarray, background: np.ndarray, band: int = 3, paint: float = 30.0) -> np.ndarray:
     """Alpha 1 inside the subject, 0 on the backdrop, fractional in a narrow band at the boundary.
 
     A pixel mixing backdrop B and subject colour F at coverage a has distance a*|F-B| to the backdrop,
     so a = d / d_F with d_F the distance of the most subject-like pixel within 2 px (the outline or
     fill it blends into). Deeper layers may only grow towards 1, and a layer that touches a fully
-    covered pixel outside it is covered too: light fill behind a dark outline stays opaque.
+    covered pixel outside it is covered too: light fill behind a dark outline stays opaque. Behind a
+    thin, partly covered outline, a pixel much closer to the backdrop colour than the outline but
+    clearly paint (distance >= `paint`, far above noise) is fill, not a softer edge: opaque too.
     """
     fg = ~background
     alpha = fg.astype(np.float32)
@@ -164,6 +167,7 @@ def soft_edges(d: np.ndarray, background: np.ndarray, band: int = 3) -> np.ndarr
     reached = background.astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     prev = np.zeros_like(alpha)  # alpha of the previous layer only (0 elsewhere)
+    prev_d = np.zeros_like(d)  # distance to the backdrop of the previous layer only
     for layer in range(band):
         grown = cv2.dilate(reached, kernel)
         ring = (grown > 0) & fg & (reached == 0)
@@ -173,10 +177,17 @@ def soft_edges(d: np.ndarray, background: np.ndarray, band: int = 3) -> np.ndarr
             vals = ratio[ring]
         else:
             outer = cv2.dilate(prev, kernel)[ring]
-            vals = np.where(outer >= 0.9, 1.0, np.maximum(ratio[ring], outer))
+            # A soft edge keeps moving away from the backdrop colour as it goes inward. A pixel closer
+            # to the backdrop than the edge pixel outside it is other paint (light fill behind a thin
+            # outline): fully covered.
+            outer_d = cv2.dilate(prev_d, kernel)[ring]
+            behind = (d[ring] < 0.6 * outer_d) & (d[ring] >= paint)
+            vals = np.where((outer >= 0.9) | behind, 1.0, np.maximum(ratio[ring], outer))
         alpha[ring] = vals
         prev = np.zeros_like(alpha)
         prev[ring] = vals
+        prev_d = np.zeros_like(d)
+        prev_d[ring] = d[ring]
         reached = grown
     return alpha
 
@@ -262,7 +273,7 @@ def flat_alpha(
         small = small[small > 0]
         if len(small):
             bgc |= np.isin(flabels, small)
-        ac = soft_edges(d[ys, xs], bgc)
+        ac = soft_edges(d[ys, xs], bgc, paint=3.0 * t)
         if edge is not None:
             thin_strands(ac, bgc, rgb[ys, xs], bg[ys, xs], edge[0].astype(np.float32))
         alpha[ys, xs] = ac
@@ -310,7 +321,7 @@ def leak_check(d: np.ndarray, threshold: float, subject_area: int, gap: int = 3)
     low = d < threshold
     if scale > 1:
         # A half-res pixel is backdrop only when all four of its pixels are: gaps never widen.
-        low = cv2.resize(low.astype(np.uint8), (w // scale, h // scale), interpolation=cv2.INTER_AREA) == 1
+        low = cv2.resize(low.astype(np.uint8) * 255, (w // scale, h // scale), interpolation=cv2.INTER_AREA) == 255
     before = _border_connected_area(low)
     r = max(1, round(gap / scale))
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))

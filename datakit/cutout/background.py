@@ -90,7 +90,7 @@ def _least_squares(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.solve(ata, atb)
 
 
-def border_samples(shape: tuple[int, int], width: int | None = None, max_samples: int = 6000):
+def border_samples(shape: tuple[int, int], width: int | None = None, max_samples: int = 3000):
     """Row/column indices of a thin strip along the four edges, evenly subsampled."""
     h, w = shape
     bw = width or max(2, round(0.008 * min(h, w)))
@@ -111,7 +111,7 @@ def fit_background(
     degree: int = 2,
     rows: np.ndarray | None = None,
     cols: np.ndarray | None = None,
-    iterations: int = 4,
+    iterations: int = 3,
 ) -> BackgroundModel:
     """Fit a smooth colour surface to border pixels (or the given sample pixels), robust to outliers."""
     h, w = rgb.shape[:2]
@@ -184,3 +184,31 @@ def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     t = cv2.transform(diff, METRIC)
     sq = cv2.multiply(t, t)
     return cv2.sqrt(cv2.transform(sq, np.ones((1, 3), np.float32)))
+
+
+# Largest stretch METRIC applies to an RGB difference: bounds the distance from the largest channel step.
+METRIC_GAIN = float(np.linalg.norm(METRIC.astype(np.float64), 2) * np.sqrt(3.0))
+
+
+def distance_map(rgb: np.ndarray, background: np.ndarray, threshold: float) -> np.ndarray:
+    """colour_distance, computed exactly only where it can reach `threshold`; 0 elsewhere.
+
+    A pixel whose every channel is within threshold / METRIC_GAIN of the backdrop is surely below the
+    threshold. A cheap 8-bit test finds the box holding all other pixels (the subject, usually) and
+    the float distance is computed inside it only: on a 1024 px image with a centred subject this
+    halves the cost of the map.
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    bg8 = cv2.convertScaleAbs(background)  # rounded: at most 0.5 off, allowed for below
+    diff = cv2.absdiff(np.ascontiguousarray(rgb[:, :, :3]), bg8)
+    c0, c1, c2 = cv2.split(diff)
+    biggest = cv2.max(cv2.max(c0, c1), c2)
+    limit = threshold / METRIC_GAIN - 0.5
+    maybe = (biggest >= limit).astype(np.uint8) if limit > 0 else np.ones((h, w), np.uint8)
+    x, y, bw, bh = cv2.boundingRect(maybe)
+    d = np.zeros((h, w), np.float32)
+    if bw and bh:
+        d[y : y + bh, x : x + bw] = colour_distance(rgb[y : y + bh, x : x + bw], background[y : y + bh, x : x + bw])
+    return d

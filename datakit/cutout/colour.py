@@ -32,7 +32,7 @@ def decontaminate(rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray) -
     return out
 
 
-def bleed(rgb: np.ndarray, alpha8: np.ndarray, reach: int = 16) -> np.ndarray:
+def bleed(rgb: np.ndarray, alpha8: np.ndarray, reach: int = 8) -> np.ndarray:
     """Replace RGB where alpha is 0 by a smooth extension of the visible colours (push-pull).
 
     The pyramid starts at half resolution: the fill only has to carry edge colours outward, and

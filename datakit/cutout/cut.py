@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from datakit.cutout.alpha import HOLE_POLICIES, flat_alpha, leak_check
-from datakit.cutout.background import BackgroundModel, border_samples, colour_distance, fit_background
+from datakit.cutout.alpha import HOLE_POLICIES, background_threshold, flat_alpha, leak_check
+from datakit.cutout.background import BackgroundModel, border_samples, distance_map, fit_background
 from datakit.cutout.colour import bleed, decontaminate, quantise_alpha, subject_box
 
 # A fill that leaks through outline gaps removes this share of the subject (or more) -> low confidence.
@@ -66,7 +66,8 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
     h, w = rgb.shape[:2]
     model = fit_background(rgb)
     bg = model.render(h, w)
-    d = colour_distance(rgb, bg)
+    threshold = opts.threshold if opts.threshold is not None else background_threshold(model.sigma)
+    d = distance_map(rgb, bg, threshold)
     warnings: list[str] = []
     if not model.is_flat():
         warnings.append(
@@ -74,7 +75,7 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
             "the flat method may be wrong here, try --method rembg"
         )
     res = flat_alpha(
-        d, rgb, bg, model.sigma, holes=opts.holes, threshold=opts.threshold
+        d, rgb, bg, model.sigma, holes=opts.holes, threshold=threshold
     )
     alpha = res.alpha
     if opts.matting:
@@ -98,7 +99,12 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
         "leak": round(leak, 4),
         "matting": bool(opts.matting),
     }
-    return finish(rgb, alpha, bg, opts, info, warnings)
+    try:
+        return finish(rgb, alpha, bg, opts, info, warnings)
+    except NoSubjectFound as exc:
+        if not model.is_flat():
+            raise NoSubjectFound(f"{exc} (the border is not one flat backdrop: try --method rembg)") from exc
+        raise
 
 
 def background_from_mask(rgb: np.ndarray, mask: np.ndarray) -> tuple[BackgroundModel, np.ndarray]:

@@ -8,6 +8,9 @@ few pixels either side of the current edge.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import cv2
 import numpy as np
 
@@ -33,7 +36,9 @@ def refine_alpha(rgb: np.ndarray, alpha: np.ndarray, band: int = 3) -> np.ndarra
     trimap[sure_fg[y0:y1, x0:x1]] = 1.0
     trimap[sure_bg[y0:y1, x0:x1]] = 0.0
     image = rgb[y0:y1, x0:x1, :3].astype(np.float64) / 255.0
-    refined = pymatting.estimate_alpha_cf(image, trimap)
+    # pymatting prints solver notes on stdout, which would corrupt `--json` output: keep them.
+    with contextlib.redirect_stdout(io.StringIO()):
+        refined = pymatting.estimate_alpha_cf(image, trimap)
     out = alpha.copy()
     unknown = trimap == 0.5
     region = out[y0:y1, x0:x1]

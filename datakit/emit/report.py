@@ -16,7 +16,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}
 h1{margin-top:0} table{border-collapse:collapse;margin:.5rem 0 1rem}
 td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:right} th{background:#eee;text-align:left}
-td:first-child{text-align:left}
+td:first-child,td.l{text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:.6rem}
 figure{margin:0;width:200px;background:#fff;border:1px solid #ddd;padding:4px;box-sizing:border-box}
 figure img{display:block;max-width:192px;max-height:192px;margin:auto}
@@ -88,7 +88,7 @@ def _stats_table(stats: dict[str, dict]) -> list[str]:
         parts.append(
             f"<tr><td>{e(name)}</td><td>{s.get('images')}</td><td>{s.get('captioned')}</td><td>{s.get('distinct_tags')}</td>"
             f"<td>{s.get('tags_per_image', {}).get('mean')}</td><td>{tok.get('max')}</td><td>{tok.get('over_window')}</td>"
-            f"<td style='text-align:left'>{e(every)}</td></tr>"
+            f"<td class='l'>{e(every)}</td></tr>"
         )
     parts.append("</table>")
     if method:
@@ -124,7 +124,7 @@ def render(out: Path, *, plan: Plan, folders: dict, rows: list[dict], findings: 
     for c in plan.concepts + ([plan.reg] if plan.reg else []):
         share = "reg" if c.is_reg else f"{c.share:.1%}"
         want = "" if c.is_reg else f"{c.target_share:.1%}"
-        parts.append(f"<tr><td>{e(c.name)}</td><td>{e(folders[c.name])}</td><td>{c.images}</td><td>{c.repeats}</td>"
+        parts.append(f"<tr><td>{e(c.name)}</td><td class='l'>{e(folders[c.name])}</td><td>{c.images}</td><td>{c.repeats}</td>"
                      f"<td>{c.steps}</td><td>{share}</td><td>{want}</td></tr>")
     parts.append("</table>")
     parts.extend(f"<p class='note'>{e(n)}</p>" for n in plan.notes)

@@ -30,7 +30,7 @@ def hamming(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
-def near_duplicates(hashes: dict[str, int], threshold: int = 6) -> list[tuple[str, str, int]]:
+def near_duplicates(hashes: dict[str, int], threshold: int = 3) -> list[tuple[str, str, int]]:
     """Pairs of items whose hashes differ by at most `threshold` bits, sorted by distance then name."""
     keys = sorted(hashes)
     pairs = []

@@ -248,8 +248,8 @@ def _load_hub(repo_id: str, family: str | None, torch_dtype):
             f"model {repo_id!r} is not in the Hugging Face cache and {how}: {_first_line(last_exc)}. "
             f"Fetch it with `huggingface-cli download {repo_id}` or give a local folder or .safetensors file"
         ) from last_exc
-    if family is None and detect_family(pipe) not in FAMILIES:  # pragma: no cover - defensive
-        raise ModelNotFoundError(f"{repo_id} is not a Stable Diffusion 1/2/XL pipeline")
+    if not isinstance(pipe, (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionXLPipeline)):
+        raise ModelNotFoundError(f"{repo_id} is a {type(pipe).__name__}, not a Stable Diffusion 1/2/XL text-to-image model")
     return pipe
 
 

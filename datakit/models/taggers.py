@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datakit.errors import DependencyError, ModelNotFoundError, UsageError
+from datakit.errors import DependencyError, ModelNotFoundError
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "selected_tags.csv"
@@ -226,7 +226,7 @@ class TaggerSession:
     size: int
     fixed_batch: int | None  # the graph's batch dimension when it is a fixed number
     providers: list[str]  # providers the session actually uses, best first
-    notes: list[str]
+    outputs: int  # tags in selected_tags.csv: the width every output row must have
 
     @property
     def provider(self) -> str:
@@ -242,8 +242,10 @@ class TaggerSession:
         if self.fixed_batch and n != self.fixed_batch:
             pad = np.full((self.fixed_batch - n, *batch.shape[1:]), 255.0, dtype=np.float32)
             batch = np.concatenate([batch, pad])
-        probs = self.session.run(None, {self.input_name: batch})[0]
-        return np.asarray(probs, dtype=np.float32)[:n]
+        probs = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
+        if probs.ndim != 2 or probs.shape[1] != self.outputs:
+            raise ModelNotFoundError(f"the tagger gave outputs of shape {list(probs.shape)}; {LABELS_FILE} lists {self.outputs} tags")
+        return probs[:n]
 
 
 def _providers_for(device: str, available: list[str]) -> list:
@@ -276,8 +278,6 @@ def open_session(files: TaggerFiles, labels: Labels, *, device: str = "auto", th
     # Idle onnxruntime threads spin by default, taking the CPU from the threads decoding the next batch
     # (and from anything else on a shared machine): measured faster without, see benchmarks/tag.py.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # A CUDA provider that cannot load logs a wall of errors; the stage reports the fallback itself, once.
-    ort.set_default_logger_severity(4)
     if threads:
         opts.intra_op_num_threads = threads
     providers = _providers_for(device, ort.get_available_providers())
@@ -289,10 +289,14 @@ def open_session(files: TaggerFiles, labels: Labels, *, device: str = "auto", th
                 ort.preload_dlls()
             except Exception:
                 pass
+    # A CUDA provider that cannot load logs a wall of errors; the stage reports the fallback itself, once.
+    ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(str(files.model), sess_options=opts, providers=providers)
     except Exception as exc:
         raise ModelNotFoundError(f"cannot load {files.model} with onnxruntime: {exc}") from exc
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default, for other sessions in this process
 
     inp = session.get_inputs()[0]
     shape = list(inp.shape)
@@ -300,12 +304,11 @@ def open_session(files: TaggerFiles, labels: Labels, *, device: str = "auto", th
         raise ModelNotFoundError(
             f"{files.model} is not a WD14-format tagger: its input is {shape}, expected [batch, size, size, 3] (NHWC)"
         )
-    notes = []
     fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     out_shape = session.get_outputs()[0].shape
     if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(labels):
         raise ModelNotFoundError(f"{files.model} gives {out_shape[1]} outputs but {files.labels} lists {len(labels)} tags")
-    return TaggerSession(session, inp.name, int(shape[1]), fixed, list(session.get_providers()), notes)
+    return TaggerSession(session, inp.name, int(shape[1]), fixed, list(session.get_providers()), len(labels))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,14 +9,15 @@ worker count.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from datakit.captions import format_caption, parse_caption
+from datakit.compositing.captions import composite_tags
 from datakit.compositing.placement import (
     FRAMING_TAGS,
     assign_framings,
@@ -69,6 +70,9 @@ class CompositeConfig:
     bg_tags: list[str] | None = None
     bg_options: dict = field(default_factory=dict)  # more BackgroundsConfig fields, passed through
     per_background: int = 1
+    # Ground line for backgrounds that do not say (a plain image folder): "auto" (feet in the lower part
+    # of the frame), "none" (no ground: anywhere, no shadows) or a fraction of the height from the top.
+    ground_y: str = "auto"
     framing: str = "full=0.6,upper=0.3,close=0.1"
     height_range: str = "0.35-0.9"  # full-body subject height / frame height
     rotate: float = 0.0  # max tilt in degrees (0: none)
@@ -111,16 +115,35 @@ def _validate(cfg: CompositeConfig) -> dict:
     if cfg.backgrounds is not None and not Path(cfg.backgrounds).is_dir():
         raise UsageError(f"--backgrounds folder does not exist: {cfg.backgrounds}")
     return {
+        "ground": _parse_ground(cfg.ground_y),
         "format": fmt,
         "framing": parse_framing(cfg.framing),
         "full_range": parse_range(cfg.height_range, name="--height-range", lo=0.0, hi=1.0),
     }
 
 
+def _parse_ground(value) -> tuple[bool, float | None] | None:
+    """--ground-y: None for auto, else (known, fraction or None for no ground)."""
+    text = str(value).strip().lower()
+    if text in ("auto", ""):
+        return None
+    if text in ("none", "no"):
+        return True, None
+    try:
+        y = float(text)
+    except ValueError:
+        raise UsageError(f"--ground-y must be auto, none or a fraction of the height (0-1], got '{value}'") from None
+    if not 0.0 < y <= 1.0:
+        raise UsageError(f"--ground-y must be a fraction of the height in (0, 1], got {value}")
+    return True, y
+
+
 def _config_dict(cfg: CompositeConfig) -> dict:
-    """The config recorded in datakit.json and hashed (the contact sheet and device change no composite)."""
+    """The config recorded in datakit.json and hashed. Left out: what changes no composite (contact sheet,
+    device) and folder paths (recorded beside it; files are fingerprinted by content, so moving them
+    redoes nothing)."""
     d = dataclasses.asdict(cfg)
-    for k in ("contact_sheet", "device"):
+    for k in ("contact_sheet", "device", "input_dir", "out_dir", "backgrounds"):
         d.pop(k)
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
@@ -287,8 +310,6 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
     subject_tags = parse_caption(read_caption_file(subj.caption)) if subj.caption is not None else []
     if subj.caption is None:
         warnings.append("the cut-out has no caption: the composite's caption has only framing and scene tags")
-    from datakit.compositing.captions import composite_tags
-
     tags, dropped = composite_tags(subject_tags, bg.tags, FRAMING_TAGS[framing], framing, trigger=shared["trigger"])
 
     out = Path(shared["out_dir"])
@@ -348,6 +369,11 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
             reporter.warn(f"only {len(backgrounds)} of {n_bg} backgrounds are usable: making {len(backgrounds) * cfg.per_background} composites")
             n_bg = len(backgrounds)
     run.pre_skipped.extend(bg_skipped)
+    if parsed["ground"] is not None:
+        # The user says where the ground is in backgrounds that do not say it themselves.
+        for bg in backgrounds:
+            if not bg.ground_known:
+                bg.ground_known, bg.ground_y = parsed["ground"]
 
     trigger = (upstream or {}).get("carry", {}).get("trigger")
     shared = {
@@ -375,7 +401,9 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
     if run.reused:
         reporter.info(f"composite: {run.reused} composites unchanged, {len(todo)} to do")
     run.invalidate()
-    run.map(process_composite, todo, workers=workers, shared=shared, description="composite")
+    with _single_threaded(workers == 1):
+        run.map(process_composite, todo, workers=workers, shared=shared, description="composite")
+    _summarise_warnings(run, reporter)
     shown = _contact_sheet(run, sheet, workers) if cfg.contact_sheet else 0
     extra = {
         "backgrounds": {"folder": str(bg_dir), "generated": cfg.backgrounds is None, "used": n_bg, "available": len(backgrounds)},
@@ -383,6 +411,36 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
         "contact_sheet": CONTACT_SHEET if shown else None,
     }
     return run.finish(extra=extra, counts_in=len(tasks) + len(run.pre_skipped))
+
+
+def _summarise_warnings(run: StageRun, reporter: Reporter) -> None:
+    """One terminal line per kind of per-image warning (each image's own are in the manifest)."""
+    counts: dict[str, int] = {}
+    kinds = {"enlarged": "enlarge their cut-out more than 2x (soft subject: supply larger cut-outs)",
+             "no caption": "come from a cut-out without a caption (only framing and scene tags)"}
+    for result in run.results.values():
+        for warning in result.warnings:
+            for needle in kinds:
+                if needle in warning and "background enlarged" not in warning:
+                    counts[needle] = counts.get(needle, 0) + 1
+    for needle, n in counts.items():
+        reporter.warn(f"{n} composites {kinds[needle]}; see the manifest's warnings")
+
+
+@contextlib.contextmanager
+def _single_threaded(active: bool):
+    """With --workers 1 the work runs in this process: keep OpenCV on one core, as each pool worker is,
+    so --workers N means N cores."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    if active:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        if active:
+            cv2.setNumThreads(before)
 
 
 def _contact_sheet(run: StageRun, dest: Path, workers: int) -> int:

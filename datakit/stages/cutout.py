@@ -149,6 +149,8 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
             "or set DATAKIT_REMBG_MODEL"
         )
     spec = resolve_segmenter(model, cfg.device) if model and cfg.method in ("rembg", "auto") else None
+    if cfg.model and cfg.method == "flat":
+        reporter.warn("--model is not used by --method flat (use --method rembg or auto)")
 
     inputs = discover(cfg.input_dir, stage="cutout")
     out = Path(cfg.out_dir)
@@ -199,6 +201,10 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
     needs = [r for r in info.get("skipped", []) if "not one flat backdrop" in r.get("reason", "")]
     if needs:
         reporter.warn(f"{len(needs)} image(s) need a segmenter: --method rembg --model NAME_OR_PATH")
+    unsure = [r["source"] for r in run.rows.values() if r.get("confidence") == "low" and r.get("key") in run.results]
+    if unsure:
+        shown = ", ".join(unsure[:5]) + (" ..." if len(unsure) > 5 else "")
+        reporter.warn(f"{len(unsure)} cut-out(s) with low confidence, check them (manifest 'warnings'): {shown}")
     return info
 
 

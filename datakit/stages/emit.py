@@ -35,7 +35,7 @@ from datakit.imageio import (
     write_text_atomic,
 )
 from datakit.inputs import discover, read_caption_file
-from datakit.manifest import STAGE_INFO, carried_from
+from datakit.manifest import carried_from
 from datakit.stage import StageRun, Task, TaskResult
 
 # Extensions kohya's loader reads with Pillow as they are; anything else is re-encoded as PNG.
@@ -64,7 +64,7 @@ class EmitConfig:
     copy: bool = False
     flatten_color: str = "#ffffff"
     min_size: int = 64
-    dup_threshold: int = 6
+    dup_threshold: int = 3
     seed: int = 0
     workers: int | None = None
     force: bool = False
@@ -396,8 +396,17 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
     from datakit.emit.report import caption_stats, write_report
 
     ordered_rows = [run.rows[t.key] for t in tasks if run.rows.get(t.key, {}).get("status") == "ok"]
+    stats = caption_stats(out, final)
+    long_captions = {name: s["clip_tokens"]["over_window_files"] for name, s in stats.items()
+                     if s.get("clip_tokens", {}).get("over_window")}
+    if long_captions:
+        n = sum(len(v) for v in long_captions.values())
+        exact = all(s["clip_tokens"].get("exact") for name, s in stats.items() if name in long_captions)
+        reporter.warn(f"{n} caption(s) exceed 75 CLIP tokens{'' if exact else ' (estimated)'} ({', '.join(f'{k}: {len(v)}' for k, v in long_captions.items())}); "
+                      "kohya truncates them unless trained with --max_token_length 150 or 225")
+    findings["over_75_tokens"] = long_captions
     write_report(out, plan=plan, folders=final, rows=ordered_rows, findings=findings, trigger=trigger, keep_tokens=keep_tokens,
-                 stats=caption_stats(out, final))
+                 stats=stats)
 
     info = run.finish(
         extra={

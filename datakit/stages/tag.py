@@ -86,8 +86,10 @@ def merge_caption(given: list[str], model_tags: list[str], mode: str) -> list[st
 def _tag_item(task: Task, probs: np.ndarray | None, model: _Model | None, cfg: TagConfig, undesired: frozenset) -> TaskResult:
     """Choose tags, merge with the given caption, hard-link the image and write its caption."""
     item: InputItem = task.payload
-    if probs is None:
-        open_image(item.path)  # no model ran: still never pass on a file that is not a usable image
+    warnings: list[str] = []
+    if probs is None and model is None:
+        # No model ran: still never pass on a file that is not a usable image.
+        warnings += open_image(item.path).notes
     old_caption = item.caption_text()
     given = parse_caption(old_caption) if old_caption else []
     row: dict = {"old_caption": old_caption, "existing": cfg.existing}
@@ -110,7 +112,6 @@ def _tag_item(task: Task, probs: np.ndarray | None, model: _Model | None, cfg: T
     upstream = {k: v for k, v in item.row.items() if k not in _BOOKKEEPING}
     if upstream:
         row["upstream"] = upstream
-    warnings = []
     if not tags:
         warnings.append("empty caption: no caption was given and no tag was chosen")
     return TaskResult(key=task.key, outputs=[image_name, caption_name], row=row, warnings=warnings)
@@ -197,24 +198,47 @@ def _load_model(cfg: TagConfig, name: str, reporter: Reporter) -> _Model | None:
         return None
     files = taggers.resolve_tagger(name)
     labels = taggers.read_labels(files.labels)
-    return _Model(files, labels, hash_file(files.model), hash_file(files.labels))
+    return _Model(files, labels, _model_hash(files.model, cfg.out_dir), hash_file(files.labels))
 
 
-def _prepare(task: Task, size: int) -> tuple[np.ndarray | None, TaskResult | None]:
-    """Decode + preprocess one image in a pool thread; a bad image becomes a skipped result."""
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _model_hash(path: Path, out: Path) -> str:
+    """The model file's content hash; taken from OUT/tags.parquet when the file is unchanged since.
+
+    WD14 models are 0.3-1.3 GB: hashing one costs a second or two on every run otherwise.
+    """
+    store = out / PROBS_FILE
+    if store.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            meta = json.loads((pq.read_schema(store).metadata or {}).get(b"datakit", b"{}"))
+            if meta.get("model_hash") and meta.get("model_stamp") == _file_stamp(path):
+                return meta["model_hash"]
+        except Exception:
+            pass  # unreadable store: hash the file
+    return hash_file(path)
+
+
+def _prepare(task: Task, size: int) -> tuple[np.ndarray | None, list[str], TaskResult | None]:
+    """Decode + preprocess one image in a pool thread: (array, loader notes, None) or a skipped/failed result."""
     try:
-        arr, _notes = taggers.load_for_tagger(task.payload.path, size)
-        return arr, None
+        arr, notes = taggers.load_for_tagger(task.payload.path, size)
+        return arr, notes, None
     except ImageError as exc:
-        return None, TaskResult(key=task.key, status="skipped", reason=str(exc))
+        return None, [], TaskResult(key=task.key, status="skipped", reason=str(exc))
     except Exception as exc:  # one odd file must not stop the run
-        return None, TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}")
+        return None, [], TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}")
 
 
 def infer(
     tasks: list[Task], session: taggers.TaggerSession, batch_size: int, workers: int
-) -> Iterator[tuple[Task, np.ndarray | None, TaskResult | None]]:
-    """Yield (task, probabilities or None, failure or None): decoding runs ahead in threads while the model runs."""
+) -> Iterator[tuple[Task, np.ndarray | None, list[str], TaskResult | None]]:
+    """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs."""
     lookahead = batch_size * 2 + workers  # enough decoded images to fill the next batch while this one runs
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag") as pool:
         queue: list[tuple[Task, Future]] = []
@@ -227,21 +251,23 @@ def infer(
                     break
 
         refill()
+        # One float32 batch buffer for the run: each uint8 image is converted as it is copied in.
+        buffer = np.empty((batch_size, session.size, session.size, 3), dtype=np.float32)
         while queue:
-            batch_tasks, arrays = [], []
-            while queue and len(arrays) < batch_size:
+            batch_tasks: list[tuple[Task, list[str]]] = []
+            while queue and len(batch_tasks) < batch_size:
                 task, fut = queue.pop(0)
-                arr, failure = fut.result()
+                arr, notes, failure = fut.result()
                 refill()
                 if failure is not None:
-                    yield task, None, failure
+                    yield task, None, [], failure
                     continue
-                batch_tasks.append(task)
-                arrays.append(arr)
-            if arrays:
-                probs = session.run(np.stack(arrays).astype(np.float32))
-                for task, p in zip(batch_tasks, probs):
-                    yield task, p, None
+                buffer[len(batch_tasks)] = arr
+                batch_tasks.append((task, notes))
+            if batch_tasks:
+                probs = session.run(buffer[: len(batch_tasks)])
+                for (task, notes), p in zip(batch_tasks, probs):
+                    yield task, p, notes, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,12 +382,14 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
     with reporter.progress(len(todo), "tag") as bar:
         done: set[str] = set()
         if session is not None:
-            for task, probs, failure in infer(need_model, session, batch, workers):
+            for task, probs, notes, failure in infer(need_model, session, batch, workers):
                 if failure is not None:
                     run.record(task, failure)
                 else:
                     probs_of[task.key] = (probs_of[task.key][0], probs)
-                    run.record(task, _safe(task, probs, model, cfg, undesired))
+                    result = _safe(task, probs, model, cfg, undesired)
+                    result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
+                    run.record(task, result)
                 done.add(task.key)
                 bar.advance(1)
         for task in todo:
@@ -376,6 +404,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
         store_meta = {
             "model": extra["model_name"],
             "model_hash": model.model_hash,
+            "model_stamp": _file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
             "labels_hash": model.labels_hash,
             "preprocess": taggers.PREPROCESS_ID,
             "names": model.labels.names,

@@ -17,6 +17,7 @@ from datakit.errors import UsageError
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "lion", "adafactor", "sgd")
 SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial")
 MIXED = ("auto", "no", "fp16", "bf16")
+METHODS = ("lora", "hypernetwork")
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainConfig:
     train_text_encoder: bool = False
     network_weights: Path | None = None
     # optimisation
-    lr: float = 1e-4
+    lr: float | str = 1e-4  # a number; --method hypernetwork also takes an A1111 schedule string
     unet_lr: float | None = None
     text_encoder_lr: float | None = None
     optimizer: str = "adamw"
@@ -57,8 +58,8 @@ class TrainConfig:
     lr_cycles: int = 1
     lr_power: float = 1.0
     grad_accum: int = 1
-    max_grad_norm: float = 1.0  # 0 disables
-    clip_mode: str = "norm"  # norm | value
+    max_grad_norm: float | str = 1.0  # 0 disables; --method hypernetwork also takes a schedule string
+    clip_mode: str = "norm"  # norm | value (| disabled, the same as --max-grad-norm 0)
     max_steps: int | None = None
     epochs: int | None = None
     # diffusion numerics
@@ -97,11 +98,27 @@ class TrainConfig:
     device: str = "auto"
     dry_run: bool = False
     extra: dict = field(default_factory=dict)
+    # --method hypernetwork (A1111 format; checked in datakit.train.hypernetwork_config, see docs/hypernetwork.md)
+    layer_structure: str = "1,2,1"
+    activation: str = "linear"
+    layer_norm: bool = False
+    dropout_structure: str | None = None  # default: none, or A1111's rule at --dropout's rate
+    activate_output: bool = False
+    weight_init: str = "Normal"
+    sizes: str | None = None  # default: the base model's attention widths
+    strength: float = 1.0  # hypernetwork strength in samples
+    latent_sampling: str = "once"  # once | deterministic | random
+    template: Path | None = None  # prompt template file with [filewords] / [name]; default: the caption
+    cycle_steps: int | None = None  # cosine annealing with warm restarts when set
+    cycle_mult: float = 1.0
+    cycle_warmup: int = 0
+    min_lr: float = 0.0
+    cycle_decay: float = 1.0
 
     def validate(self) -> None:
         """Clear one-line errors for impossible settings."""
-        if self.method != "lora":
-            raise UsageError(f"--method {self.method!r} is not available here; this trainer does 'lora'")
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.dataset is None:
             raise UsageError("give the DATASET (an emit output, a kohya dataset TOML, or a kohya folder-mode parent)")
         if self.base_model is None:
@@ -119,20 +136,26 @@ class TrainConfig:
             (self.max_token_length in (75, 150, 225), "--max-token-length must be 75, 150 or 225"),
             (self.clip_skip >= 1, "--clip-skip must be at least 1"),
             (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.clip_mode in ("norm", "value"), "--clip-mode must be norm or value"),
+            (self.clip_mode in ("norm", "value"), "--clip-mode must be norm, value or disabled"),
             (self.latent_cache in ("disk", "ram", "none"), "--latent-cache must be disk, ram or none"),
             (self.prediction_type in (None, "epsilon", "v_prediction"), "--prediction-type must be epsilon or v_prediction"),
             (self.family in (None, "sd1", "sd2", "sdxl"), "--family must be sd1, sd2 or sdxl"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
+            (isinstance(self.lr, str) or self.lr > 0, "--lr must be positive"),
             (0 <= self.dropout < 1 and 0 <= self.rank_dropout < 1 and 0 <= self.module_dropout < 1, "dropouts must be in [0, 1)"),
             (self.resolution is None or min(self.resolution) >= 8, "--resolution must be at least 8 px"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.method == "hypernetwork":
+            from datakit.train.hypernetwork_config import validate_hypernetwork
+
+            validate_hypernetwork(self)
+        elif isinstance(self.lr, str) or isinstance(self.max_grad_norm, str):
+            raise UsageError("schedule strings for --lr / --max-grad-norm work with --method hypernetwork; give numbers for LoRA")
 
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -178,7 +201,7 @@ def build_config(cli: dict, config_file: Path | None = None) -> TrainConfig:
     """Defaults < config file < flags given on the command line (None means not given)."""
     values = read_config_file(config_file) if config_file else {}
     values.update({k: v for k, v in cli.items() if v is not None})
-    for key in ("dataset", "output", "config_dir", "network_weights", "cache_dir", "sample_prompts"):
+    for key in ("dataset", "output", "config_dir", "network_weights", "cache_dir", "sample_prompts", "template"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     if values.get("resolution") is not None:
@@ -193,6 +216,14 @@ def build_config(cli: dict, config_file: Path | None = None) -> TrainConfig:
         values["base_model"] = str(values["base_model"])
     if values.get("optimizer"):
         values["optimizer"] = values["optimizer"].lower()
+    for key in ("lr", "max_grad_norm"):  # a number, or (hypernetwork) an A1111 schedule string kept as text
+        if isinstance(values.get(key), str):
+            try:
+                values[key] = float(values[key])
+            except ValueError:
+                values[key] = values[key].strip()
+    if values.get("clip_mode") == "disabled":  # A1111's clip mode "disabled"
+        values["clip_mode"], values["max_grad_norm"] = "norm", 0.0
     cfg = TrainConfig(**values)
     cfg.validate()
     return cfg

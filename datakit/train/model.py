@@ -79,8 +79,19 @@ def _load_pipeline(model: str, *, family, config_dir, prediction_type):
 
 def load_base_model(model: str, *, family: str | None = None, config_dir: Path | None = None,
                     prediction_type: str | None = None, zero_terminal_snr: bool = False) -> BaseModel:
-    """Load the base pipeline and pick out the parts training needs."""
+    """Load the base pipeline and pick out the parts training needs.
+
+    zero_terminal_snr is accepted for callers' convenience; it applies to the noise schedule
+    (make_noise_scheduler), not to the model.
+    """
     pipe = _load_pipeline(model, family=family, config_dir=config_dir, prediction_type=prediction_type)
+    return base_from_pipeline(pipe, name=Path(str(model)).name or str(model), family=family,
+                              prediction_type=prediction_type)
+
+
+def base_from_pipeline(pipe, *, name: str, family: str | None = None, prediction_type: str | None = None) -> BaseModel:
+    """Pick the parts training needs out of a loaded diffusers pipeline."""
+    model = name
     fam = family or detect_family(pipe)
     notes = []
     sched_cfg = dict(pipe.scheduler.config) if getattr(pipe, "scheduler", None) is not None else {}
@@ -98,7 +109,7 @@ def load_base_model(model: str, *, family: str | None = None, config_dir: Path |
         raise ModelNotFoundError(f"{model}: the pipeline has no text encoder or tokenizer")
     return BaseModel(family=fam, unet=pipe.unet, vae=pipe.vae, text_encoders=tes, tokenizers=toks,
                      scheduler_config=sched_cfg, prediction_type=prediction_type,
-                     name=Path(str(model)).name or str(model), pipeline=pipe, notes=notes)
+                     name=name, pipeline=pipe, notes=notes)
 
 
 def make_noise_scheduler(base: BaseModel, *, zero_terminal_snr: bool):

@@ -167,8 +167,15 @@ def run_fingerprint(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry
     return hash_json({"config": conf, "files": files, "subsets": [str(asdict(s)) for s in spec.subsets]})
 
 
-def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
-    """`datakit train --method lora`: returns the datakit.json info."""
+def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> dict:
+    """`datakit train --method lora`: returns the datakit.json info.
+
+    base: an already loaded BaseModel (benchmarks, notebooks); default: load --base-model.
+    """
+    if cfg.method == "hypernetwork":  # the same data, plan and feedback around an A1111 hypernetwork
+        from datakit.train.hypernetwork_train import run_hypernetwork
+
+        return run_hypernetwork(cfg, reporter, force=force)
     started = time.time()
     t0 = time.perf_counter()
     spec = D.read_dataset(cfg.dataset)
@@ -187,6 +194,11 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
     if mixed == "fp16" and device_type == "cpu":
         reporter.warn("fp16 mixed precision is not supported on the CPU; using bf16")
         mixed = "bf16"
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one global state per process; a second run in the same process (tests, notebooks)
+    # may ask for another precision. The process group (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed, cpu=device_type == "cpu")
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if not main:
@@ -227,8 +239,9 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
     # -- base model, frozen ----------------------------------------------------------------
     from datakit.train.model import encode_prompts, load_base_model, make_noise_scheduler, sdxl_time_ids
 
-    base = load_base_model(cfg.base_model, family=cfg.family, config_dir=cfg.config_dir,
-                           prediction_type=cfg.prediction_type, zero_terminal_snr=cfg.zero_terminal_snr)
+    if base is None:
+        base = load_base_model(cfg.base_model, family=cfg.family, config_dir=cfg.config_dir,
+                               prediction_type=cfg.prediction_type)
     for note in base.notes:
         reporter.info(f"note: {note}")
     reporter.info(f"base model: {base.name} ({base.family}, {base.prediction_type}); device {device} ({mixed} precision)")
@@ -255,6 +268,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
 
     # -- network (pluggable) ---------------------------------------------------------------
+    torch.manual_seed(cfg.seed)  # the LoRA down-weights' random init
     network = make_network(cfg)
     network.apply_to(base)
     if cfg.network_weights:
@@ -335,6 +349,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
     loss_window: list[float] = []
     t_loop = time.perf_counter()
     steps_done = 0
+    step_ends: list[float] = []
     with TrainProgress(reporter, plan.max_steps, step, device_type) as progress:
         while step < plan.max_steps:
             accum_loss = 0.0
@@ -369,6 +384,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             steps_done += 1
+            step_ends.append(time.perf_counter())
             lr = lr_scheduler.get_last_lr()[0]
             loss_window = (loss_window + [accum_loss])[-20:]
             log.add(step, micro // plan.micro_per_epoch, accum_loss, lr)
@@ -386,6 +402,11 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
 
     # -- outputs -----------------------------------------------------------------------------
     accelerator.wait_for_everyone()
+    distributed = None
+    if world > 1:
+        distributed = {"processes": world, "weights_identical": _weights_agree(network)}
+        if not distributed["weights_identical"]:
+            raise StageError("the training processes ended with different weights (a datakit bug; please report it)")
     outputs = []
     if main:
         from datakit.train.formats import build_metadata, save_diffusers, save_dtype
@@ -419,10 +440,11 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False) -> dict:
         "counts": {"in": len(entries) + len(skipped), "out": len(outputs[:1]), "skipped": len(skipped), "failed": 0},
         "skipped": skipped,
         "fingerprint": fingerprint,
+        "distributed": distributed,
         "steps": step,
         "resumed_from": resumed_from,
         "cache": {"latents_reused": store.reused, "latents_encoded": store.encoded, "text": text_cache is not None},
-        "speed": {"steps_per_s": round(steps_done / train_s, 4) if train_s > 0 else None},
+        "speed": _speed(steps_done, train_s, step_ends, device_type),
         "final_loss": round(float(np.mean(loss_window)), 6) if loss_window else None,
         "timings": {"total_s": round(time.perf_counter() - t0, 3), "train_s": round(train_s, 3)},
         "carry": {k: v for k, v in {"trigger": trigger, "keep_tokens": plan.keep_tokens or None}.items() if v is not None},
@@ -527,6 +549,27 @@ def _average_gradients(params, world: int) -> None:
         n = g.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone()
         offset += n
+
+
+def _speed(steps: int, seconds: float, ends: list[float], device_type: str) -> dict:
+    """Overall steps/s, and steps/s after the first 3 steps (warm-up: allocator, kernels, caches)."""
+    out = {"steps_per_s": round(steps / seconds, 4) if seconds > 0 else None}
+    if len(ends) > 4:
+        out["steady_steps_per_s"] = round((len(ends) - 3) / (ends[-1] - ends[2]), 4)
+    if device_type == "cuda":
+        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def _weights_agree(network) -> bool:
+    """All processes hold bit-identical LoRA weights (checked once, at the end)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).double() for p in network.parameters()])
+    mine = torch.stack([flat.sum(), flat.abs().sum(), (flat * torch.arange(len(flat), dtype=flat.dtype, device=flat.device)).sum()])
+    gathered = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 def _diverged(value: float, step: int, last_good: str | None, cfg: TrainConfig):

@@ -1,0 +1,1 @@
+"""Background generation: procedural scenes, scene lists and prompt files, photo folders, diffusion models."""
