@@ -220,6 +220,10 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+        # rename() between two links to the same file does nothing and keeps both names (link_or_copy
+        # re-linking an unchanged source): drop the temporary name so no stray link is left behind.
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

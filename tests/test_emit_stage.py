@@ -107,6 +107,14 @@ def test_second_run_does_nothing_and_changes_move_folders(folders):
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert all((out / f).is_file() for r in rows for f in r["outputs"])
     assert {r["file"] for r in rows if r["concept"] == "a"} == {"img/6_a/pose1.png"}
+    # --force re-links files that are already links to their source: no stray temporary links remain
+    _run(out, [("a", orig), ("b", comp)], force=True)
+    assert not [p for p in (out / "img").rglob(".*")]
+    # removing composites shrinks the epoch: the folder is renamed and the old one is gone, not left empty
+    for p in sorted(comp.glob("pose1__bg00[2-5].*")):
+        p.unlink()
+    _run(out, [("a", orig), ("b", comp)])
+    assert sorted(p.name for p in (out / "img").iterdir()) == ["1_b", "2_a"]
 
 
 def test_rgba_is_flattened_unless_alpha_mask(tmp_path):
@@ -183,6 +191,8 @@ def test_usage_errors(tmp_path, folders):
         _run(out, [("a", orig)], epochs=2, target_steps=10)
     with pytest.raises(UsageError, match="go together"):
         _run(out, [("a", orig)], reg_dir=comp)
+    with pytest.raises(UsageError, match="same name as concept"):
+        _run(out, [("1girl", orig)], reg_dir=comp, reg_class="1girl")
     with pytest.raises(UsageError, match="differ"):
         _run(orig, [("a", orig)])
     with pytest.raises(UsageError):

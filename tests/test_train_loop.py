@@ -183,9 +183,13 @@ def test_numerics_options_run(tmp_path, sd1):
     info = _train(sd1, ds, tmp_path / "out", max_steps=2, prediction_type="v_prediction", zero_terminal_snr=True,
                   min_snr_gamma=5.0, noise_offset=0.05, grad_accum=2, train_text_encoder=True, clip_skip=2,
                   max_token_length=225, lr_scheduler="polynomial", optimizer="adafactor", conv_rank=2,
-                  caption_dropout_rate=0.1, mixed_precision="bf16")
+                  caption_dropout_rate=0.1, mixed_precision="bf16", gradient_checkpointing=True)
     assert info["plan"]["alpha_mask"] and info["cache"]["text"] is False
-    names = _weights(info["file"]).keys()
+    weights = _weights(info["file"])
+    names = weights.keys()
+    # gradients reached both the UNet and the text-encoder LoRA through checkpointing and autocast
+    assert any(k.startswith("lora_unet") and k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in weights.items())
+    assert any(k.startswith("lora_te") and k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in weights.items())
     assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in names)
     assert any("resnets_0_conv1" in k for k in names)
     from datakit.train.formats import read_metadata
@@ -235,3 +239,33 @@ def test_cli_end_to_end(tmp_path, sd1, capsys):
         main(["train", str(ds), "--output", str(tmp_path / "x")])
     assert exc.value.code == 2 and "--base-model" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "out")
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_trains_from_a_single_file_checkpoint(tmp_path, family):
+    """The base model as one original-layout .safetensors file + --config-dir (the tiny model's configs/tokenizers)."""
+    helpers = pytest.importorskip("test_diffusion_singlefile")  # the loader's own single-file writer
+    from datakit.models.diffusion import build_tiny_pipeline as build_shared_tiny
+
+    pipe = build_shared_tiny(family, seed=2)
+    helpers.write_single_file(pipe, tmp_path / "model.safetensors", family)
+    helpers.config_folder_for(pipe, tmp_path / "configs", family)
+    ds = write_tiny_dataset(tmp_path / "ds", images=1, size=32)
+    info = _train(tmp_path / "model.safetensors", ds, tmp_path / "out", max_steps=2, rank=2,
+                  config_dir=tmp_path / "configs")
+    assert info["base_model"]["family"] == family and info["steps"] == 2
+    pipe.load_lora_weights(info["file"])  # the file fits the model it was trained on
+
+
+def test_trains_on_a_real_emit_output(tmp_path, sd1, capsys):
+    """The chain as users run it: `datakit emit` lays out the dataset, `datakit train` reads it (and its plan)."""
+    pytest.importorskip("datakit.stages.emit")
+    from datakit.cli.main import main
+
+    src = write_tiny_dataset(tmp_path / "gen", images=2, size=64, toml=False) / "img" / "2_sks"
+    with pytest.raises(SystemExit) as exc:
+        main(["emit", str(tmp_path / "emit"), "--concept", f"sks={src}", "--resolution", "64", "--epochs", "2", "--quiet"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    info = _train(sd1, tmp_path / "emit", tmp_path / "out", max_steps=None, rank=2)
+    assert info["plan"]["epochs"] == 2 and info["steps"] == 2 * info["plan"]["steps_per_epoch"]
+    assert info["plan"]["shuffle_caption"] and info["plan"]["num_train_images"] == 2

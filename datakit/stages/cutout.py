@@ -195,8 +195,10 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
 
         seg = loaded_segmenter(spec)
         extra["segmenter"] = {"model": spec.label, "providers": seg.providers if seg else None}
-        if seg is not None and cfg.method == "auto":
+        if seg is not None and cfg.method == "auto":  # loaded on first use, by an image that needed it
             reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
+            for note in seg.notes:
+                reporter.warn(note)
     info = run.finish(extra=extra)
     needs = [r for r in info.get("skipped", []) if "not one flat backdrop" in r.get("reason", "")]
     if needs:

@@ -28,6 +28,7 @@ from datakit.emit.validation import bucket_resolutions, fit_bucket, near_duplica
 from datakit.errors import ImageError, StageError, UsageError
 from datakit.imageio import (
     link_or_copy,
+    remove_stale_temporaries,
     open_image,
     save_image_atomic,
     save_png_array_atomic,
@@ -224,7 +225,10 @@ def _resolve_concepts(cfg: EmitConfig) -> list[_Concept]:
     if (cfg.reg_dir is None) != (cfg.reg_class is None):
         raise UsageError("--reg DIR and --reg-class CLASS go together")
     if cfg.reg_dir is not None:
-        concepts.append(_Concept(name=sanitize_name(cfg.reg_class or ""), folder=Path(cfg.reg_dir), is_reg=True))
+        reg_name = sanitize_name(cfg.reg_class or "")
+        if reg_name.casefold() in seen:
+            raise UsageError(f"--reg-class {cfg.reg_class!r} gives the same name as concept {seen[reg_name.casefold()]!r}; rename the concept")
+        concepts.append(_Concept(name=reg_name, folder=Path(cfg.reg_dir), is_reg=True))
     out = cfg.out_dir.resolve()
     for c in concepts:
         if c.folder.exists() and c.folder.resolve() == out:
@@ -334,6 +338,11 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
 
     out = Path(cfg.out_dir)
     run = StageRun("emit", out, config, force=cfg.force, reporter=reporter, seed=cfg.seed, pre_skipped=pre_skipped)
+    # StageRun cleans OUT itself; a run killed half-way can also leave temporaries in the subfolders.
+    for top in ("img", "reg", THUMB_DIR):
+        if (out / top).is_dir():
+            for sub in (out / top).iterdir():
+                remove_stale_temporaries(sub)
     todo = run.plan(tasks)
     finished_files = all((out / f).is_file() for f in ("dataset.toml", "report.html", "metadata.jsonl"))
     if not todo and run.nothing_to_do() and finished_files:
@@ -458,7 +467,9 @@ def _move_into_place(run: StageRun, tasks: list[Task], final: dict[str, str], ou
 
 def _remove_empty_dirs(out: Path, dirs: set[str]) -> None:
     """Drop repeat folders left empty by a changed repeat count (never a folder with files)."""
-    for d in sorted(dirs, key=len, reverse=True):
+    # An empty repeat folder holds no data, and kohya's folder mode would count it as a concept.
+    swept = {str(p.relative_to(out)) for top in ("img", "reg", THUMB_DIR) if (out / top).is_dir() for p in (out / top).iterdir()}
+    for d in sorted(dirs | swept, key=len, reverse=True):
         for p in (out / d, (out / d).parent):
             if p != out and p.is_dir():
                 with contextlib.suppress(OSError):

@@ -83,7 +83,6 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     latent_cache: str = "disk"  # disk | ram | none
     cache_dir: Path | None = None  # default: OUTPUT/cache
-    dataloader_workers: int = 0
     # checkpoints and feedback
     save_precision: str = "fp16"
     save_every: int | None = None

@@ -80,6 +80,7 @@ class DatasetSpec:
     bucket_no_upscale: bool = False
     trigger: str | None = None
     carry_keep_tokens: int | None = None
+    plan_epochs: int | None = None  # emit's plan: the epoch count it chose for the concepts' balance
     notes: list[str] = field(default_factory=list)
 
 
@@ -182,6 +183,9 @@ def read_dataset(path: Path) -> DatasetSpec:
     spec.trigger = carry.get("trigger") or None
     if carry.get("keep_tokens") is not None:
         spec.carry_keep_tokens = int(carry["keep_tokens"])
+    plan = (info or {}).get("plan") or {}
+    if isinstance(plan.get("epochs"), int) and plan["epochs"] > 0:
+        spec.plan_epochs = plan["epochs"]
     return spec
 
 
@@ -204,7 +208,7 @@ def read_caption(path: Path) -> str:
 
 def image_size(path: Path) -> tuple[int, int]:
     """Width, height (EXIF-upright), without decoding pixels; ImageError for unusable files."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     if path.stat().st_size == 0:
         raise ImageError("zero-byte file")
@@ -214,7 +218,6 @@ def image_size(path: Path) -> tuple[int, int]:
             orientation = img.getexif().get(0x0112)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"not a readable image ({exc})") from exc
-    _ = ImageOps
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 

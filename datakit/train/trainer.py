@@ -69,6 +69,9 @@ def make_plan(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry], wor
     elif cfg.epochs:
         epochs = cfg.epochs
         max_steps = epochs * per_epoch
+    elif spec.plan_epochs:
+        epochs = spec.plan_epochs  # emit's plan, unless --max-steps / --epochs say otherwise
+        max_steps = epochs * per_epoch
     else:
         max_steps = DEFAULT_MAX_STEPS
         epochs = math.ceil(max_steps / per_epoch)
@@ -156,7 +159,7 @@ def run_fingerprint(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry
     from datakit.manifest import hash_file, hash_json
 
     conf = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-            if k not in ("device", "dry_run", "resume", "dataloader_workers", "cache_dir")}
+            if k not in ("device", "dry_run", "resume", "cache_dir")}
     files = []
     for e in entries:
         files.append(hash_file(e.path))
@@ -244,6 +247,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
                                prediction_type=cfg.prediction_type)
     for note in base.notes:
         reporter.info(f"note: {note}")
+    _check_sizes(entries, base)
     reporter.info(f"base model: {base.name} ({base.family}, {base.prediction_type}); device {device} ({mixed} precision)")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
     for m in [base.unet, base.vae, *base.text_encoders]:
@@ -263,7 +267,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
         base.unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
             for te in base.text_encoders:
-                te.gradient_checkpointing_enable()
+                te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     noise_scheduler = make_noise_scheduler(base, zero_terminal_snr=cfg.zero_terminal_snr)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
 
@@ -376,9 +380,10 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
             if cfg.max_grad_norm:
                 if accelerator.scaler is not None:
                     accelerator.unscale_gradients()
-                clip_gradients(params, cfg)
-            if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params) and accelerator.scaler is None:
-                _diverged(float("nan"), step, last_good, cfg)
+                norm = clip_gradients(params, cfg)
+                # fp16's loss scaler skips steps with inf gradients by itself; otherwise they would poison the weights.
+                if norm is not None and not math.isfinite(norm) and accelerator.scaler is None:
+                    _diverged(norm, step, last_good, cfg)
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -456,6 +461,16 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
         write_stage_info(out, info)
     accelerator.end_training() if hasattr(accelerator, "end_training") else None
     return info
+
+
+def _check_sizes(entries, base) -> None:
+    """Every bucket must divide down through the VAE and the UNet's downsamplers (64 px for SD)."""
+    unit = base.vae_downscale * 2 ** (len(base.unet.config.block_out_channels) - 1)
+    bad = sorted({e.bucket for e in entries if e.bucket[0] % unit or e.bucket[1] % unit})
+    if bad:
+        w, h = bad[0]
+        raise UsageError(f"training size {w}x{h} is not a multiple of {unit} px, which this model needs; "
+                         f"use a --resolution that is (e.g. {max(unit, w // unit * unit)})")
 
 
 def _place(module, device, dtype) -> None:
