@@ -7,7 +7,9 @@ may crash: a missing or broken library becomes a line in the report.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
+import io
 import json
 import os
 import platform
@@ -189,8 +191,17 @@ def probe_providers(providers: list[str] | None = None) -> list[dict]:
 
     ort.set_default_logger_severity(2)  # warnings: that is where the fallback reason is logged
     model = tiny_onnx_model()
+    names = list(providers or ort.get_available_providers())
+    if any(n != "CPUExecutionProvider" for n in names) and hasattr(ort, "preload_dlls"):
+        # As datakit's stages do before a GPU session: lets onnxruntime-gpu find the CUDA/cuDNN
+        # libraries that pip's nvidia-* packages (or torch) installed. Its chatter is not ours.
+        with _captured_stderr(), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                ort.preload_dlls()
+            except Exception:
+                pass  # the sessions below report what is missing
     results = []
-    for name in providers or ort.get_available_providers():
+    for name in names:
         entry: dict = {"provider": name, "works": False, "error": None}
         with _captured_stderr() as log:
             try:

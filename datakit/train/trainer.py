@@ -266,8 +266,11 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
     if cfg.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            for te in base.text_encoders:
-                te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            for te in base.text_encoders:  # non-reentrant: the frozen embeddings need no grad for LoRA grads to flow
+                if hasattr(te, "activation_checkpointing_enable"):  # transformers >= 5.x
+                    te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     noise_scheduler = make_noise_scheduler(base, zero_terminal_snr=cfg.zero_terminal_snr)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
 
