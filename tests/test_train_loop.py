@@ -269,3 +269,13 @@ def test_trains_on_a_real_emit_output(tmp_path, sd1, capsys):
     info = _train(sd1, tmp_path / "emit", tmp_path / "out", max_steps=None, rank=2)
     assert info["plan"]["epochs"] == 2 and info["steps"] == 2 * info["plan"]["steps_per_epoch"]
     assert info["plan"]["shuffle_caption"] and info["plan"]["num_train_images"] == 2
+
+
+def test_network_weights_start_from_an_existing_file(tmp_path, sd1):
+    ds = write_tiny_dataset(tmp_path / "ds", images=1, size=16)
+    first = _train(sd1, ds, tmp_path / "a", max_steps=3, rank=4, lr=1e-2)
+    start = _weights(first["file"])
+    again = _train(sd1, ds, tmp_path / "b", max_steps=1, rank=4, lr=1e-12, network_weights=first["file"])
+    for k, v in _weights(again["file"]).items():
+        torch.testing.assert_close(v, start[k], atol=1e-6, rtol=0)
+    assert any(v.abs().sum() > 0 for k, v in start.items() if k.endswith("lora_up.weight"))
