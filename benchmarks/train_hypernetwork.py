@@ -2,7 +2,7 @@
 
 Both train the same A1111 hypernetwork (1,2,1, relu, sizes = every attention width) on the same
 small random SD1-shaped model (a VAE with 8x downscaling, a two-level UNet with 32-wide attention
-heads as in SD, a tiny CLIP text encoder) and dataset, 128 px, batch 2, for the same number of steps:
+heads as in SD, a tiny CLIP text encoder) and dataset, 256 px, batch 2, for the same number of steps:
 
 - reference ("as A1111 trains"): plain attention (diffusers' AttnProcessor, the non-SDPA path A1111
   falls back to for hypernetworks), the image through the VAE and the caption through the text
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datakit.train.config import build_config  # noqa: E402
 from datakit.train.testing import write_tiny_dataset  # noqa: E402
 
-IMAGE_PX = 128  # 16x16 latents (the VAE downscales 8x, as SD's): 256 tokens in the first attention level
+IMAGE_PX = 256  # 32x32 latents (the VAE downscales 8x, as SD's): 1024 tokens in the first attention level
 BATCH = 2
 
 
@@ -83,7 +83,7 @@ def bench_hypernetwork(quick: bool = False) -> list[dict]:
     from datakit.train.hypernetwork_train import StepContext, micro_step
     from datakit.train.model import encode_prompts, load_base_model, make_noise_scheduler
 
-    steps = 3 if quick else 8
+    steps = 3 if quick else 6
     with tempfile.TemporaryDirectory(prefix="datakit-bench-hn-") as tmp:
         root = Path(tmp)
         model = save_bench_model(root / "model")

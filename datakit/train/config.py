@@ -8,7 +8,10 @@ overrides the dataset and the trainer prints the override.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 

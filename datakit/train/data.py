@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
+    import tomli as tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
