@@ -209,6 +209,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps")
     ap.add_argument("--gpu", action="store_true", help="also the SD1.5-size and SDXL-size cases on CUDA")
+    ap.add_argument("--only", choices=["lora", "hypernetwork"], help="run only the LoRA or only the hypernetwork comparison")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--case", default="small", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -220,6 +221,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.one:
         one(args)
+        return
+    if args.only == "hypernetwork":
+        _hypernetwork_section(args.quick)
         return
     cases = [("small", "cpu", 64, 10 if args.quick else 25, 8, 2, 1)]
     if args.gpu:
@@ -236,6 +240,16 @@ def main() -> None:
         print(f"{case:<7}{device:<7}{size:>6}{batch:>6}{ref['steps_per_s']:>13.3f}{ours['steps_per_s']:>14.3f}"
               f"{ours['steps_per_s'] / ref['steps_per_s']:>9.2f}x{ref['peak_mem_gb']:>13.2f}{ours['peak_mem_gb']:>14.2f}")
     print("peak memory: process RSS on CPU, torch.cuda.max_memory_allocated on GPU; steps/s after 3 warm-up steps")
+    if args.only != "lora":
+        _hypernetwork_section(args.quick)
+
+
+def _hypernetwork_section(quick: bool) -> None:
+    """--method hypernetwork against A1111's way (plain attention, no caches): benchmarks/train_hypernetwork.py."""
+    from train_hypernetwork import bench_hypernetwork, print_table
+
+    print()
+    print_table(bench_hypernetwork(quick))
 
 
 if __name__ == "__main__":

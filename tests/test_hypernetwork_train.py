@@ -137,6 +137,12 @@ def test_cli_usage_errors(tmp_path, extra, message):
     assert result.exit_code == 2 and message in result.output
 
 
+def test_dry_run_plans_without_loading_the_model(tmp_path, dataset):
+    info = _train(tmp_path / "no-model", dataset, tmp_path / "o", dry_run=True, lr="1e-3:2, 1e-4:5", max_steps=10)
+    assert info["dry_run"] and info["method"] == "hypernetwork" and info["output_name"] == "hypernetwork"
+    assert not (tmp_path / "o").exists()
+
+
 def test_lora_refuses_schedule_strings_and_numbers_still_work(tmp_path):
     base = {"dataset": tmp_path, "base_model": "x", "output": tmp_path / "o"}
     with pytest.raises(UsageError, match="--method hypernetwork"):

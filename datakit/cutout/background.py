@@ -81,13 +81,22 @@ def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:
 def _least_squares(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve min |A x - b| through the 6x6 normal equations.
 
-    einsum keeps this off the threaded BLAS, whose start-up costs more than the tiny solve and which
-    competes with the process pool for cores.
+    OpenCV's small matrix products stay off the threaded BLAS, whose start-up costs more than the
+    tiny solve and which competes with the process pool for cores (and are ~10x faster than einsum).
     """
-    ata = np.einsum("ni,nj->ij", A, A)
-    atb = np.einsum("ni,nj->ij", A, b)
+    import cv2
+
+    ata = cv2.mulTransposed(A, True)
+    atb = cv2.gemm(A, b, 1.0, None, 0.0, flags=cv2.GEMM_1_T)
     ata += np.eye(len(ata)) * 1e-9  # unused terms (degree 0) give zero columns
     return np.linalg.solve(ata, atb)
+
+
+def _apply(A: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """A @ coeffs (n x 6 by 6 x 3), single-threaded (see _least_squares)."""
+    import cv2
+
+    return cv2.gemm(np.ascontiguousarray(A), np.ascontiguousarray(coeffs), 1.0, None, 0.0)
 
 
 def border_samples(shape: tuple[int, int], width: int | None = None, max_samples: int = 3000):
@@ -97,9 +106,9 @@ def border_samples(shape: tuple[int, int], width: int | None = None, max_samples
     bw = min(bw, max(1, h // 4), max(1, w // 4))
     per_side = max(8, max_samples // (4 * bw))
     rows, cols = [], []
+    xs = np.unique(np.linspace(0, w - 1, min(w, per_side)).astype(int))
+    ys = np.unique(np.linspace(0, h - 1, min(h, per_side)).astype(int))
     for k in range(bw):
-        xs = np.unique(np.linspace(0, w - 1, min(w, per_side)).astype(int))
-        ys = np.unique(np.linspace(0, h - 1, min(h, per_side)).astype(int))
         rows += [np.full(len(xs), k), np.full(len(xs), h - 1 - k), ys, ys]
         cols += [xs, xs, np.full(len(ys), k), np.full(len(ys), w - 1 - k)]
     return np.concatenate(rows), np.concatenate(cols)
@@ -128,7 +137,7 @@ def fit_background(
     inliers = np.ones(len(vals), bool)
     sigma = MIN_SIGMA
     for _ in range(iterations):
-        resid = vals - np.einsum("ni,ij->nj", A, coeffs)
+        resid = vals - _apply(A, coeffs)
         dist = np.sqrt((resid**2).sum(axis=1))
         # Robust scale from the median distance (chi with 3 dof: median ~ 1.54 sigma).
         sigma = max(MIN_SIGMA, float(np.median(dist[inliers] if inliers.any() else dist)) / 1.54)
@@ -140,12 +149,12 @@ def fit_background(
         coeffs = _least_squares(Ai, vals[inliers])
         if fit_deg == 0:
             coeffs[1:] = 0.0
-    resid = vals - np.einsum("ni,ij->nj", A, coeffs)
+    resid = vals - _apply(A, coeffs)
     dist = np.sqrt((resid**2).sum(axis=1))
     good = dist <= max(4.0 * sigma, 6.0)
     if good.any():
         sigma = max(MIN_SIGMA, float(np.median(dist[good])) / 1.54)
-    fitted = np.einsum("ni,ij->nj", A, coeffs)
+    fitted = _apply(A, coeffs)
     spread = float(np.ptp(fitted, axis=0).max()) if len(fitted) else 0.0
     mean = tuple(int(v) for v in np.clip(np.round(fitted.mean(axis=0)), 0, 255))
     return BackgroundModel(
@@ -179,8 +188,9 @@ def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     """Distance of every pixel to the background surface (float32; luma-weighted, see METRIC)."""
     import cv2
 
-    diff = rgb[:, :, :3].astype(np.float32) - background
-    # OpenCV transforms and squares in vectorised passes (numpy's strided channel sum is much slower).
+    # OpenCV subtracts, transforms and squares in vectorised passes (numpy's strided channel sum is
+    # much slower); the subtraction converts the 8-bit image on the fly.
+    diff = cv2.subtract(rgb[:, :, :3], background, dtype=cv2.CV_32F)
     t = cv2.transform(diff, METRIC)
     sq = cv2.multiply(t, t)
     return cv2.sqrt(cv2.transform(sq, np.ones((1, 3), np.float32)))
@@ -190,25 +200,41 @@ def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
 METRIC_GAIN = float(np.linalg.norm(METRIC.astype(np.float64), 2) * np.sqrt(3.0))
 
 
-def distance_map(rgb: np.ndarray, background: np.ndarray, threshold: float) -> np.ndarray:
-    """colour_distance, computed exactly only where it can reach `threshold`; 0 elsewhere.
+def distance_region(
+    rgb: np.ndarray, background: np.ndarray, threshold: float, pad: int = 0
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """colour_distance inside the smallest box that holds every pixel able to reach `threshold`.
 
-    A pixel whose every channel is within threshold / METRIC_GAIN of the backdrop is surely below the
-    threshold. A cheap 8-bit test finds the box holding all other pixels (the subject, usually) and
-    the float distance is computed inside it only: on a 1024 px image with a centred subject this
-    halves the cost of the map.
+    Returns (distances in the box, (x, y, w, h) of the box), the box grown by `pad` px on each side
+    (within the frame); every pixel outside the box is surely below the threshold. A pixel whose every channel is within threshold / METRIC_GAIN of the
+    backdrop cannot reach it: one 8-bit comparison over the frame finds the box (usually the subject
+    with its soft edges), and the float distance is computed inside it only.
     """
     import cv2
 
     h, w = rgb.shape[:2]
-    bg8 = cv2.convertScaleAbs(background)  # rounded: at most 0.5 off, allowed for below
-    diff = cv2.absdiff(np.ascontiguousarray(rgb[:, :, :3]), bg8)
-    c0, c1, c2 = cv2.split(diff)
-    biggest = cv2.max(cv2.max(c0, c1), c2)
-    limit = threshold / METRIC_GAIN - 0.5
-    maybe = (biggest >= limit).astype(np.uint8) if limit > 0 else np.ones((h, w), np.uint8)
-    x, y, bw, bh = cv2.boundingRect(maybe)
-    d = np.zeros((h, w), np.float32)
-    if bw and bh:
-        d[y : y + bh, x : x + bw] = colour_distance(rgb[y : y + bh, x : x + bw], background[y : y + bh, x : x + bw])
+    limit = threshold / METRIC_GAIN - 0.5  # the rounded backdrop is at most 0.5 off
+    if limit > 0:
+        bg8 = cv2.convertScaleAbs(background)
+        diff = cv2.absdiff(rgb[:, :, :3], bg8)
+        # Channels side by side as one wide single-channel image: a pixel may reach the threshold
+        # when any of its channels does, and the box of those columns, divided by 3, is its box.
+        maybe = cv2.compare(diff.reshape(h, w * 3), limit, cv2.CMP_GE)
+        x, y, bw, bh = cv2.boundingRect(maybe)
+        if not (bw and bh):
+            return np.zeros((0, 0), np.float32), (0, 0, 0, 0)
+        x0, x1 = max(0, x // 3 - pad), min(w, (x + bw - 1) // 3 + 1 + pad)
+        y0, y1 = max(0, y - pad), min(h, y + bh + pad)
+        x, y, bw, bh = x0, y0, x1 - x0, y1 - y0
+    else:
+        x, y, bw, bh = 0, 0, w, h
+    d = colour_distance(rgb[y : y + bh, x : x + bw], background[y : y + bh, x : x + bw])
+    return d, (x, y, bw, bh)
+
+
+def distance_map(rgb: np.ndarray, background: np.ndarray, threshold: float) -> np.ndarray:
+    """colour_distance for the whole frame, computed exactly only where it can reach `threshold`; 0 elsewhere."""
+    d_box, (x, y, bw, bh) = distance_region(rgb, background, threshold)
+    d = np.zeros(rgb.shape[:2], np.float32)
+    d[y : y + bh, x : x + bw] = d_box
     return d

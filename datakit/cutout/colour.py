@@ -12,71 +12,80 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from datakit.cutout.pixels import points
+
 
 def quantise_alpha(alpha: np.ndarray) -> np.ndarray:
     """Float alpha 0..1 to uint8 with rounding (OpenCV: one fast pass)."""
+    if not alpha.size:
+        return np.zeros(alpha.shape, np.uint8)
     return cv2.convertScaleAbs(alpha.astype(np.float32, copy=False), alpha=255.0)
 
 
-def decontaminate(rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """F = (C - (1 - a) B) / a on partially transparent pixels; others unchanged (uint8 HxWx3)."""
-    out = rgb[:, :, :3].copy()
-    edge = (alpha8 > 0) & (alpha8 < 255)
-    if not edge.any():
+def decontaminate(rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """F = (C - (1 - a) B) / a on partially transparent pixels; others unchanged (uint8 HxWx3).
+
+    Writes into `out` (may be `rgb` itself), a copy of `rgb` when None. Only the edge pixels are
+    touched, a few percent of the crop: they are gathered as a list.
+    """
+    if out is None:
+        out = rgb[:, :, :3].copy()
+    rows, cols = points(cv2.inRange(alpha8, 1, 254))
+    if not len(rows):
         return out
-    a = (alpha8[edge].astype(np.float32) / 255.0)[:, None]
-    c = rgb[:, :, :3][edge].astype(np.float32)
-    b = background[edge] if background.ndim == 3 else np.broadcast_to(background, c.shape)
+    a = (alpha8[rows, cols].astype(np.float32) / 255.0)[:, None]
+    c = rgb[rows, cols, :3].astype(np.float32)
+    b = background[rows, cols] if background.ndim == 3 else np.broadcast_to(background, c.shape)
     f = (c - (1.0 - a) * b) / a
-    out[edge] = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    out[rows, cols] = np.clip(np.rint(f), 0, 255).astype(np.uint8)
     return out
 
 
 def bleed(rgb: np.ndarray, alpha8: np.ndarray, reach: int = 8) -> np.ndarray:
-    """Replace RGB where alpha is 0 by a smooth extension of the visible colours (push-pull).
+    """The RGBA image (straight alpha `alpha8`) with RGB under alpha 0 a smooth extension of the visible colours.
 
-    The pyramid starts at half resolution: the fill only has to carry edge colours outward, and
-    skipping the full-resolution level makes it several times cheaper.
+    Push-pull: premultiplied colour and weight are averaged down a pyramid, then the holes are filled
+    from the coarser levels on the way up. The pyramid starts at half resolution: the fill only has
+    to carry edge colours outward, and skipping the full-resolution level makes it several times
+    cheaper; only the upsampling back to full size and the final composite touch every pixel.
     """
-    empty = alpha8 == 0
-    if not empty.any() or empty.all():
-        return rgb
     h, w = alpha8.shape
+    rgba = cv2.merge([*cv2.split(rgb[:, :, :3]), alpha8])
+    visible = cv2.compare(alpha8, 0, cv2.CMP_GT)
+    seen = cv2.countNonZero(visible)
+    if seen == 0 or seen == h * w:
+        return rgba
     # Weight by alpha: barely visible edge pixels have the least reliable decontaminated colour.
-    # Premultiplied colour and weight in one 4-channel image: one resize per level serves both. The
-    # first halving runs on 8-bit data (fast); precision only matters for the coarser levels.
-    premult = cv2.multiply(rgb, cv2.merge([alpha8, alpha8, alpha8]), scale=1.0 / 255.0)
-    rgbw = cv2.merge([*cv2.split(premult), alpha8])
-    half = cv2.resize(rgbw, (max(1, (w + 1) // 2), max(1, (h + 1) // 2)), interpolation=cv2.INTER_AREA)
-    cur = half.astype(np.float32) * (1.0 / 255.0)
-    cur[:, :, :3] *= 255.0
+    # Premultiplied colour and weight in one 4-channel image, (aR, aG, aB, a): one resize per level
+    # serves both. The first halving runs on 8-bit data (fast); precision only matters further down.
+    premult = cv2.multiply(rgba, cv2.merge([alpha8, alpha8, alpha8, np.full_like(alpha8, 255)]), scale=1.0 / 255.0)
+    half = cv2.resize(premult, (max(1, (w + 1) // 2), max(1, (h + 1) // 2)), interpolation=cv2.INTER_AREA)
+    cur = half.astype(np.float32) * np.float32(1.0 / 255.0)
+    cur[:, :, :3] *= np.float32(255.0)
     levels = [cur]
-    while True:
+    while min(cur.shape[:2]) > 1:
         ch, cw = cur.shape[:2]
-        if min(ch, cw) <= 1:
-            break
         cur = cv2.resize(cur, (max(1, (cw + 1) // 2), max(1, (ch + 1) // 2)), interpolation=cv2.INTER_AREA)
         levels.append(cur)
-    if not levels:
-        return rgb
     top = levels[-1]
     filled = top[:, :, :3] / np.maximum(top[:, :, 3:], 1e-6)
-    # Pull: from the coarsest level down, a level's own colour where it has weight, else the coarser fill.
+    # Pull: from the coarsest level down, a level's own colour where it has weight, else the coarser
+    # fill: colour = own * trust + coarser * (1 - trust) with trust = min(4 * weight, 1). In
+    # premultiplied terms own * trust = premult / max(weight, 1/4), which needs no division by ~0.
     for lv in reversed(levels[:-1]):
         up = cv2.resize(filled, (lv.shape[1], lv.shape[0]), interpolation=cv2.INTER_LINEAR)
         wt = lv[:, :, 3:]
-        trust = np.minimum(wt * 4.0, 1.0)
-        filled = (lv[:, :, :3] / np.maximum(wt, 1e-6)) * trust + up * (1.0 - trust)
-    full = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
-    full8 = cv2.convertScaleAbs(full)  # rounds and saturates to uint8
-    out = rgb.copy()
+        filled = lv[:, :, :3] / np.maximum(wt, np.float32(0.25)) + up * np.maximum(np.float32(1.0) - 4.0 * wt, 0.0)
     # Beyond `reach` px from the subject one flat colour (the subject's average) does as well and
     # keeps the PNG small and fast to encode: a smooth fill everywhere costs 3x the bytes.
+    flat = np.clip(np.rint(top[0, 0, :3] / max(float(top[0, 0, 3]), 1e-6)), 0, 255).astype(np.uint8)
+    fill = cv2.resize(cv2.convertScaleAbs(filled), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = np.empty((h, w, 4), np.uint8)
+    out[:] = (*flat, 0)
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-    near = cv2.dilate((~empty).astype(np.uint8), k)
-    out[:] = np.clip(np.rint(top[0, 0, :3] / max(float(top[0, 0, 3]), 1e-6)), 0, 255).astype(np.uint8)
-    cv2.copyTo(full8, near, out)
-    cv2.copyTo(rgb, (~empty).astype(np.uint8), out)
+    near = cv2.dilate(visible, k)
+    cv2.copyTo(cv2.merge([*cv2.split(fill), np.zeros_like(alpha8)]), near, out)
+    cv2.copyTo(rgba, visible, out)
     return out
 
 

@@ -13,13 +13,15 @@ import cv2
 import numpy as np
 
 from datakit.cutout.alpha import HOLE_POLICIES, background_threshold, flat_alpha, leak_check
-from datakit.cutout.background import BackgroundModel, border_samples, distance_map, fit_background
+from datakit.cutout.background import BackgroundModel, border_samples, distance_region, fit_background
 from datakit.cutout.colour import bleed, decontaminate, quantise_alpha, subject_box
 
 # A fill that leaks through outline gaps removes this share of the subject (or more) -> low confidence.
 LEAK_LIMIT = 0.25
 # The subject covering less than this share of the frame usually means the fill ate it.
 MIN_COVERAGE = 0.01
+# Backdrop kept around the pixels that may be subject when the matte is worked out (px).
+REGION_MARGIN = 8
 
 
 @dataclass
@@ -67,7 +69,10 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
     model = fit_background(rgb)
     bg = model.render(h, w)
     threshold = opts.threshold if opts.threshold is not None else background_threshold(model.sigma)
-    d = distance_map(rgb, bg, threshold)
+    # Everything outside this region is surely backdrop: the matte is worked out inside it only. The
+    # margin keeps a ring of backdrop around the subject, which the soft edges are measured against.
+    d, (rx, ry, rw, rh) = distance_region(rgb, bg, threshold, pad=REGION_MARGIN)
+    region = (slice(ry, ry + rh), slice(rx, rx + rw))
     warnings: list[str] = []
     if not model.is_flat():
         warnings.append(
@@ -75,16 +80,19 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
             "the flat method may be wrong here, try --method rembg"
         )
     res = flat_alpha(
-        d, rgb, bg, model.sigma, holes=opts.holes, threshold=threshold
+        d, rgb[region], bg[region], model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w)
     )
-    alpha = res.alpha
+    for row in res.holes:  # region -> frame coordinates
+        x0, y0, x1, y1 = row["bbox"]
+        row["bbox"] = [x0 + rx, y0 + ry, x1 + rx, y1 + ry]
+    alpha, origin = res.alpha, (rx + res.box[0], ry + res.box[1])
     if opts.matting:
         from datakit.cutout.matting import refine_alpha
 
-        alpha = refine_alpha(rgb, alpha)
+        alpha, origin = refine_alpha(rgb, _frame_alpha(alpha, origin, (h, w))), (0, 0)
     warnings += res.warnings
-    subject_area = int((alpha > 0.5).sum())
-    leak = leak_check(d, res.threshold, subject_area)
+    subject_area = int(cv2.countNonZero(cv2.compare(alpha, 0.5, cv2.CMP_GT))) if alpha.size else 0
+    leak = leak_check(d, res.threshold, subject_area, frame=(h, w), origin=(rx, ry))
     if leak > LEAK_LIMIT:
         warnings.append(
             f"the backdrop fill may have leaked through a gap in the outline (closing gaps of 3 px would add "
@@ -100,11 +108,19 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
         "matting": bool(opts.matting),
     }
     try:
-        return finish(rgb, alpha, bg, opts, info, warnings)
+        return finish(rgb, alpha, bg, opts, info, warnings, origin=origin)
     except NoSubjectFound as exc:
         if not model.is_flat():
             raise NoSubjectFound(f"{exc} (the border is not one flat backdrop: try --method rembg)") from exc
         raise
+
+
+def _frame_alpha(alpha: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A matte covering a box at `origin` (x, y) placed in a zero frame of `shape`."""
+    full = np.zeros(shape, np.float32)
+    x, y = origin
+    full[y : y + alpha.shape[0], x : x + alpha.shape[1]] = alpha
+    return full
 
 
 def background_from_mask(rgb: np.ndarray, mask: np.ndarray) -> tuple[BackgroundModel, np.ndarray]:
@@ -156,23 +172,42 @@ def from_existing_alpha(rgba: np.ndarray, opts: CutOptions) -> Cutout:
 
 
 def finish(
-    rgb: np.ndarray, alpha: np.ndarray, bg: np.ndarray | None, opts: CutOptions, info: dict, warnings: list[str]
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    bg: np.ndarray | None,
+    opts: CutOptions,
+    info: dict,
+    warnings: list[str],
+    *,
+    origin: tuple[int, int] = (0, 0),
 ) -> Cutout:
-    """Quantise, decontaminate, bleed, trim; fill coverage, crop box and confidence."""
+    """Quantise, decontaminate, bleed, trim; fill coverage, crop box and confidence.
+
+    `alpha` may cover only a box of the frame at `origin` (x, y): it is 0 everywhere else.
+    """
     h, w = rgb.shape[:2]
     a8 = quantise_alpha(alpha)
-    box = subject_box(a8, opts.margin) if opts.trim else (0, 0, w, h)
+    box = subject_box(a8, 0)
     if box is None:
         raise NoSubjectFound("no subject found: the whole image matches the backdrop")
-    x0, y0, x1, y1 = box
+    ox, oy = origin
+    if opts.trim:
+        m = opts.margin
+        x0, y0 = max(0, box[0] + ox - m), max(0, box[1] + oy - m)
+        x1, y1 = min(w, box[2] + ox + m), min(h, box[3] + oy + m)
+    else:
+        x0, y0, x1, y1 = 0, 0, w, h
     # Work on the crop only: decontamination and bleeding cost scales with the pixels kept.
-    a8 = a8[y0:y1, x0:x1]
-    crop = np.ascontiguousarray(rgb[y0:y1, x0:x1, :3])
+    a8_crop = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    sx0, sy0 = max(x0, ox), max(y0, oy)  # the part of the matte's box inside the crop
+    sx1, sy1 = min(x1, ox + a8.shape[1]), min(y1, oy + a8.shape[0])
+    a8_crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = a8[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox]
+    a8 = a8_crop
+    crop = rgb[y0:y1, x0:x1, :3].copy()
     if bg is not None:
-        crop = decontaminate(crop, a8, bg[y0:y1, x0:x1])
-    crop = bleed(crop, a8)
-    rgba = cv2.merge([*cv2.split(crop), a8])
-    coverage = float(a8.astype(np.float64).sum() / (255.0 * h * w))
+        decontaminate(crop, a8, bg[y0:y1, x0:x1], out=crop)
+    rgba = bleed(crop, a8)
+    coverage = float(cv2.sumElems(a8)[0] / (255.0 * h * w))
     if coverage < MIN_COVERAGE:
         warnings.append(f"the subject covers only {coverage:.2%} of the image: the fill may have eaten it")
     info.update(

@@ -121,8 +121,10 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
                 "counts": {"in": len(entries) + len(skipped), "out": 0, "skipped": len(skipped)}}
 
     out = Path(cfg.output)
-    fingerprint = T.run_fingerprint(cfg, spec, entries)
-    from datakit.manifest import read_stage_info, write_stage_info
+    from datakit.manifest import hash_json, read_stage_info, write_stage_info
+
+    # The template file's lines shape every prompt: an edited template is a changed run.
+    fingerprint = hash_json({"run": T.run_fingerprint(cfg, spec, entries), "templates": templates})
 
     previous = read_stage_info(out) if out.is_dir() else None
     if (not force and previous and previous.get("fingerprint") == fingerprint and previous.get("file")
@@ -168,7 +170,7 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
         network = loaded["network"]
         step = loaded["meta"]["step"]
         optimizer_state = loaded["optimizer_state"]
-        reporter.info(f"resumed from {resume_path} at step {step}"
+        reporter.info(f"resumed from {resume_path} at step {step}; its structure and sizes are used as saved"
                       + ("" if optimizer_state else " (no matching .optim file: the optimizer starts fresh)"))
     else:
         if cfg.resume == "auto":
