@@ -8,6 +8,7 @@ import sys
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape  # messages name user files: `char [v2].png` is not markup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,13 +47,13 @@ class Reporter:
     def info(self, message: str) -> None:
         """A normal message (hidden by --quiet and --json)."""
         if not (self.quiet or self.json_mode):
-            self.err.print(message)
+            self.err.print(escape(message))
 
     def warn(self, message: str) -> None:
         """A warning: always recorded, printed unless --json."""
         self.warnings.append(message)
         if not self.json_mode:
-            self.err.print(f"[yellow]warning:[/yellow] {message}")
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str) -> Iterator[_Task | _NullTask]:
@@ -81,22 +82,25 @@ class Reporter:
             sys.stdout.write(json.dumps(info, ensure_ascii=False, default=str) + "\n")
             sys.stdout.flush()
             return
-        if self.quiet:
-            return
+        if not self.quiet:
+            self._summary_table(info)
+        # Skipped and failed inputs are printed even with --quiet: bad input never vanishes silently.
+        for entry in info.get("skipped", []):
+            self.err.print(f"[yellow]skipped[/yellow] {escape(entry['source'])}: {escape(entry['reason'])}", soft_wrap=True)
+        for entry in info.get("failed", []):
+            self.err.print(f"[red]failed[/red] {escape(entry['source'])}: {escape(entry['reason'])}", soft_wrap=True)
+
+    def _summary_table(self, info: dict) -> None:
         counts = info.get("counts", {})
-        table = Table(title=f"datakit {info.get('stage', '')}", show_header=False, box=None)
+        table = Table(title=f"datakit {escape(str(info.get('stage', '')))}", show_header=False, box=None)
         for k in ("in", "out", "reused", "processed", "skipped", "failed"):
             if k in counts:
                 table.add_row(k, str(counts[k]))
         if "timings" in info and "total_s" in info["timings"]:
             table.add_row("time", f"{info['timings']['total_s']:.1f} s")
         if info.get("output"):
-            table.add_row("output", str(info["output"]))
+            table.add_row("output", escape(str(info["output"])))
         self.err.print(table)
-        for entry in info.get("skipped", []):
-            self.err.print(f"[yellow]skipped[/yellow] {entry['source']}: {entry['reason']}")
-        for entry in info.get("failed", []):
-            self.err.print(f"[red]failed[/red] {entry['source']}: {entry['reason']}")
 
 
 class _RateTask(_Task):

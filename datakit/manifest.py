@@ -65,6 +65,16 @@ def carried_from(info: dict | None) -> dict:
     return {k: carry[k] for k in CARRIED_KEYS if carry.get(k) is not None}
 
 
+def stage_lineage(info: dict | None) -> list[str]:
+    """The stages that made a folder, oldest first (e.g. cutout, composite, tag), from its datakit.json."""
+    if not info:
+        return []
+    stages = info.get("stages")
+    if isinstance(stages, list) and all(isinstance(s, str) for s in stages):
+        return list(stages)
+    return [info["stage"]] if isinstance(info.get("stage"), str) else []  # written before lineage was kept
+
+
 def hash_file(path: str | os.PathLike, _cache: dict | None = None) -> str:
     """BLAKE2b hex digest of a file's bytes (memoised per run by absolute path + mtime)."""
     p = Path(path)

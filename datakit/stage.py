@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -29,6 +30,7 @@ from datakit.manifest import (
     hash_json,
     read_manifest,
     read_stage_info,
+    stage_lineage,
     write_manifest,
     write_stage_info,
 )
@@ -83,6 +85,9 @@ _WORKER_STATE: dict = {}
 
 
 def _worker_init(fn, shared, threads: int, environ: dict | None = None) -> None:
+    # Ctrl-C reaches the whole process group: only the parent handles it. A worker interrupted
+    # inside the pool's queue machinery can die holding a lock, and shutdown then waits forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STATE["fn"] = fn
     _WORKER_STATE["shared"] = shared
     if environ is not None:
@@ -125,9 +130,10 @@ def parallel_map(
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     workers = min(workers, len(tasks))
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1, dict(os.environ))
-    ) as pool:
+    )
+    try:
         # Bounded submission keeps memory flat for big runs.
         pending = set()
         it = iter(tasks)
@@ -143,6 +149,12 @@ def parallel_map(
                 pending.add(pool.submit(_worker_call, task))
                 if len(pending) >= workers * 4:
                     break
+    except BaseException:
+        # Interrupted (Ctrl-C) or the consumer stopped: drop queued work and let only the items
+        # already running finish (each writes atomically), instead of working through the queue.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 class StageRun:
@@ -278,10 +290,22 @@ class StageRun:
     ) -> None:
         """Run tasks through a process pool (or in-process) with a progress bar, recording each result."""
         by_key = {t.key: t for t in tasks}
-        with self.reporter.progress(len(tasks), description or self.stage) as bar:
-            for result in parallel_map(fn, tasks, workers=workers, shared=shared):
-                self.record(by_key[result.key], result)
-                bar.advance(1)
+        try:
+            with self.reporter.progress(len(tasks), description or self.stage) as bar:
+                for result in parallel_map(fn, tasks, workers=workers, shared=shared):
+                    self.record(by_key[result.key], result)
+                    bar.advance(1)
+        except KeyboardInterrupt:
+            self.save_progress()
+            raise
+
+    def save_progress(self) -> None:
+        """After an interruption: a manifest of what is done, so a re-run reuses it (no datakit.json:
+        the run is not complete, and downstream stages refuse the folder until it is)."""
+        rows = dict(self.old_rows)  # items not reached yet keep their old rows (and stale files stay owned)
+        rows.update(self.rows)
+        with contextlib.suppress(OSError):
+            write_manifest(self.out, list(rows.values()))
 
     # -- finishing ----------------------------------------------------------------------------
     def _remove_stale_outputs(self) -> list[str]:
@@ -314,6 +338,8 @@ class StageRun:
         carried.update({k: v for k, v in (carry or {}).items() if v is not None})
         info = {
             "stage": self.stage,
+            # Lineage: a later stage can tell composites from originals even with tag/tags in between.
+            "stages": stage_lineage(self.upstream) + [self.stage],
             "datakit_version": __version__,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "input": str(self.inputs_dir) if self.inputs_dir else None,

@@ -134,8 +134,14 @@ def register(app: typer.Typer) -> None:
             from datakit.captions import split_caption
             from datakit.stages.backgrounds import BackgroundsConfig, run_backgrounds
 
-            w = width or size or 1024
-            h = height or size or 1024
+            from datakit.errors import UsageError
+
+            # `is not None`: --size 0 is a mistake to report, not "no size given".
+            w = next((v for v in (width, size) if v is not None), 1024)
+            h = next((v for v in (height, size) if v is not None), 1024)
+            if engine.value != "folder" and (tags or ground is not None):
+                flag = "--tags" if tags else "--ground"
+                raise UsageError(f"{flag} is for --engine folder (the engine is {engine.value}; its scenes carry their own tags and ground)")
             tag_list = [t for chunk in (tags or []) for t in split_caption(chunk)] or None
             cfg = BackgroundsConfig(
                 out_dir=out, count=count, engine=engine.value, width=w, height=h, seed=seed, prompts_file=prompts,

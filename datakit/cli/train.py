@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         dataset: Annotated[Optional[Path], typer.Argument(help="emit's OUT folder, a kohya dataset TOML, or a kohya folder-mode parent (N_name/ subfolders).", show_default=False)] = None,
-        base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model: a diffusers folder, a .safetensors/.ckpt checkpoint, or a Hugging Face id in the local cache.", rich_help_panel=M, show_default=False)] = None,
+        base_model: Annotated[Optional[str], typer.Option("--base-model", envvar="DATAKIT_BASE_MODEL", help="Base model: a diffusers folder, a .safetensors/.ckpt checkpoint, or a Hugging Face id in the local cache (env DATAKIT_BASE_MODEL).", rich_help_panel=M, show_default=False)] = None,
         method: Annotated[Optional[str], typer.Option("--method", help="What to train: lora (kohya .safetensors) or hypernetwork (A1111 .pt).", show_default="lora")] = None,
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (LoRA file, checkpoints, samples, loss.csv).", show_default=False)] = None,
         config: Annotated[Optional[Path], typer.Option("--config", help="A TOML file holding any of these options (flags given here win).", show_default=False)] = None,

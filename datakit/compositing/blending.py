@@ -71,6 +71,16 @@ def gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
+def to_float(img: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 0..1 in one pass."""
+    return np.multiply(img, np.float32(1.0 / 255.0), dtype=np.float32)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """float32 0..1 -> uint8, rounded and saturated, in one pass (inputs are never negative)."""
+    return cv2.convertScaleAbs(img, alpha=255.0)
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """Rec. 601 luma of an HxWx3 float32 array (OpenCV: no BLAS threads inside pool workers)."""
     return cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.float32), cv2.COLOR_RGB2GRAY)

@@ -150,7 +150,7 @@ def render(
     mx = int(0.1 * (sub_box[2] - sub_box[0]))
     my = int(0.1 * (sub_box[3] - sub_box[1]))
     m0, m1, m2, m3 = _clip_box((sub_box[0] - mx, sub_box[1] - my, sub_box[2] + mx, sub_box[3] + my), frame_w, frame_h)
-    gray_bg = bl.luminance(bg[m1:m3, m0:m2].astype(np.float32) * (1.0 / 255.0))
+    gray_bg = bl.luminance(bl.to_float(bg[m1:m3, m0:m2]))
     sharp = bl.sharpness(gray_bg)
     noise_bg = bl.noise_level(gray_bg)
     noise_fg = bl.noise_level(bl.luminance(p), weights=a)
@@ -197,7 +197,7 @@ def render(
     pr[dy0 : dy0 + sy1 - sy0, dx0 : dx0 + sx1 - sx0] = p[sy0:sy1, sx0:sx1]
     ar[dy0 : dy0 + sy1 - sy0, dx0 : dx0 + sx1 - sx0] = a[sy0:sy1, sx0:sx1]
 
-    bg_roi = bg[ry0:ry1, rx0:rx1].astype(np.float32) * (1.0 / 255.0)
+    bg_roi = bl.to_float(bg[ry0:ry1, rx0:rx1])
 
     # Shadows darken the ground before the subject is laid on it.
     shadow = None
@@ -226,7 +226,7 @@ def render(
         comp = bl.light_wrap(comp, bg_roi, a_f, plan["light_wrap"]["radius"], plan["light_wrap"]["strength"])
 
     out = bg.copy()
-    out[ry0:ry1, rx0:rx1] = np.clip(comp * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out[ry0:ry1, rx0:rx1] = bl.to_uint8(comp)
     art = plan["artefacts"]
     if art["on"]:
         out = bl.shared_artefacts(out, art["kind"], art["value"])

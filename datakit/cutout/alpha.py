@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from datakit.cutout.pixels import flat_index, points
+from datakit.cutout.pixels import points
 
 HOLE_POLICIES = ("auto", "keep", "cut")
 
@@ -160,45 +160,58 @@ def soft_edges(d: np.ndarray, background: np.ndarray, band: int = 3, paint: floa
     clearly paint (distance >= `paint`, far above noise) is fill, not a softer edge: opaque too.
 
     Only the `band` layers of pixels next to the backdrop change, a few percent of the frame: they
-    are worked on as lists of pixels, with the neighbourhood maxima taken by OpenCV on whole images.
+    are handled as a list of pixels, their neighbours looked up by offsets in a padded buffer.
     """
     bg8 = background.view(np.uint8)  # 0/1
     alpha = np.float32(1.0) - bg8
     if cv2.countNonZero(bg8) in (0, bg8.size):
         return alpha
-    d = np.ascontiguousarray(d, dtype=np.float32)
-    d_flat, a_flat = d.reshape(-1), alpha.reshape(-1)
-    dmax = None
+    h, w = bg8.shape
+    # Layer k (0-based) holds the subject pixels at chessboard distance k + 1 from the backdrop: each
+    # growth of the backdrop by 1 px reaches them from step k + 1 on, so the count of steps that
+    # reach a pixel names its layer.
     kernel = np.ones((3, 3), np.uint8)
-    reached = bg8
-    prev_idx = prev_vals = None
+    grown, reach_count = bg8, np.zeros_like(bg8)
+    for _ in range(band):
+        grown = cv2.dilate(grown, kernel)
+        reach_count += grown
+    rows, cols = points(cv2.subtract(grown, bg8))
+    if not len(rows):
+        return alpha
+    layer_of = band - reach_count[rows, cols]
+    dist = d[rows, cols].astype(np.float32)
+    dmax = cv2.dilate(d, np.ones((5, 5), np.uint8))[rows, cols]
+    ratio = np.clip(dist / np.maximum(dmax, 1e-3), 0.0, 1.0)
+    # Neighbour lookups: the previous layer's alpha and distance scattered into zeroed buffers one
+    # pixel larger on each side, read back at the 8 offsets around each pixel of the next layer.
+    wp = w + 2
+    at = (rows + 1) * wp + (cols + 1)
+    offsets = [dy * wp + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    prev_a = np.zeros((h + 2) * wp, np.float32)
+    prev_d = np.zeros((h + 2) * wp, np.float32)
+    prev = None
     for layer in range(band):
-        grown = cv2.dilate(reached, kernel)
-        idx = flat_index(cv2.subtract(grown, reached))  # the next layer inward
-        if not len(idx):
+        sel = layer_of == layer
+        if not sel.any():
             break
-        if dmax is None:
-            dmax = cv2.dilate(d, np.ones((5, 5), np.uint8)).reshape(-1)
-        di = d_flat[idx]
-        ratio = np.clip(di / np.maximum(dmax[idx], 1e-3), 0.0, 1.0)
-        if layer == 0:
-            vals = ratio
-        else:
-            # Neighbourhood maxima of the previous layer's alpha and distance (0 elsewhere).
-            prev = np.zeros((*d.shape, 2), np.float32)
-            flat = prev.reshape(-1, 2)
-            flat[prev_idx, 0] = prev_vals
-            flat[prev_idx, 1] = d_flat[prev_idx]
-            near = cv2.dilate(prev, kernel).reshape(-1, 2)[idx]
-            outer, outer_d = near[:, 0], near[:, 1]
+        if layer:
+            here = at[sel]
+            outer = np.max([prev_a[here + o] for o in offsets], axis=0)
+            outer_d = np.max([prev_d[here + o] for o in offsets], axis=0)
+            r, di = ratio[sel], dist[sel]
             # A soft edge keeps moving away from the backdrop colour as it goes inward. A pixel closer
             # to the backdrop than the edge pixel outside it is other paint (light fill behind a thin
             # outline): fully covered.
             behind = (di < 0.6 * outer_d) & (di >= paint)
-            vals = np.where((outer >= 0.9) | behind, np.float32(1.0), np.maximum(ratio, outer))
-        a_flat[idx] = vals
-        prev_idx, prev_vals = idx, vals
-        reached = grown
+            vals = np.where((outer >= 0.9) | behind, np.float32(1.0), np.maximum(r, outer))
+            prev_a[prev] = 0.0
+            prev_d[prev] = 0.0
+        else:
+            vals = ratio[sel]
+        alpha[rows[sel], cols[sel]] = vals
+        prev = at[sel]
+        prev_a[prev] = vals
+        prev_d[prev] = dist[sel]
     return alpha
 
 
@@ -232,21 +245,38 @@ def _components(mask: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, n
     """Labels of the connected parts of a bool mask and their areas (label 0, the rest, counts 0).
 
     OpenCV's labelling alone is ~10x faster than its labelling with statistics; the areas come from
-    counting the labels of the mask's pixels.
+    counting labels, and a mask in one piece (the usual subject) needs no counting at all.
     """
     n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=connectivity)
-    areas = np.bincount(labels[mask], minlength=n) if n > 1 else np.zeros(n, np.intp)
+    if n <= 2:
+        areas = np.zeros(n, np.intp)
+        if n == 2:
+            areas[1] = cv2.countNonZero(mask.view(np.uint8))
+        return n, labels, areas
+    areas = np.bincount(labels.reshape(-1), minlength=n)
     areas[0] = 0
     return n, labels, areas
 
 
-def _component_stats(labels: np.ndarray, areas: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """OpenCV-style stats rows (x, y, w, h, area) with the boxes filled in for the labels `which`."""
-    stats = np.zeros((len(areas), 5), np.int64)
+def _enclosed_components(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels (4-connected) of a sparse bool mask, the labels of at least `min_area` pixels, and
+    OpenCV-style stats rows (x, y, w, h, area) for them (other rows: area only).
+
+    Areas and boxes come from the mask's pixel list: far cheaper than passes over the image.
+    """
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4)
+    rows, cols = points(mask)
+    lab = labels[rows, cols]
+    areas = np.bincount(lab, minlength=n)
+    areas[0] = 0
+    big = np.flatnonzero(areas >= min_area)
+    stats = np.zeros((n, 5), np.int64)
     stats[:, cv2.CC_STAT_AREA] = areas
-    for k in which:
-        stats[k, :4] = cv2.boundingRect((labels == k).view(np.uint8))
-    return stats
+    for k in big:
+        sel = lab == k
+        r, c = rows[sel], cols[sel]
+        stats[k, :4] = (c.min(), r.min(), c.max() - c.min() + 1, r.max() - r.min() + 1)
+    return labels, big, stats
 
 
 def flat_alpha(
@@ -290,10 +320,8 @@ def flat_alpha(
     min_area = max(16, int(hole_min_fraction * fh * fw))
     # No enclosed region can reach min_area when all of them together do not: skip the labelling.
     if cv2.countNonZero(enclosed.view(np.uint8)) >= min_area:
-        n, labels, areas = _components(enclosed, connectivity=4)
-        big = np.flatnonzero(areas >= min_area)
+        labels, big, stats = _enclosed_components(enclosed, min_area)
         if len(big):
-            stats = _component_stats(labels, areas, big)
             cut, report = classify_enclosed(
                 labels, stats, big, rgb_c, bg_c, sigma,
                 edge=edge, low=low_c, threshold=t, min_area=min_area, policy=holes,
@@ -316,7 +344,11 @@ def flat_alpha(
     if edge is not None:
         thin_strands(alpha, background, rgb_c, bg_c, edge[0].astype(np.float32))
     result = AlphaResult(
-        alpha=alpha, threshold=t, holes=report, specks_removed=int(len(small)), box=(xs.start, ys.start, xs.stop, ys.stop)
+        alpha=alpha,
+        threshold=t,
+        holes=report,
+        specks_removed=int(len(small)),
+        box=(xs.start, ys.start, xs.stop, ys.stop),
     )
     cut_holes = [r for r in report if r["action"] == "cut"]
     if cut_holes:
@@ -376,7 +408,8 @@ def leak_check(
         right = (x0 + w) % 2 if x0 + w < fw else 0
         bottom = (y0 + h) % 2 if y0 + h < fh else 0
         if left or top or right or bottom:
-            low = cv2.copyMakeBorder(low.view(np.uint8), top, bottom, left, right, cv2.BORDER_CONSTANT, value=1).view(bool)
+            framed = cv2.copyMakeBorder(low.view(np.uint8), top, bottom, left, right, cv2.BORDER_CONSTANT, value=1)
+            low = framed.view(bool)
         lh, lw = low.shape
         # A half-res pixel is backdrop only when all four of its pixels are: gaps never widen.
         low = cv2.resize(low.view(np.uint8) * 255, (lw // scale, lh // scale), interpolation=cv2.INTER_AREA) == 255

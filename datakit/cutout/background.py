@@ -28,24 +28,45 @@ class BackgroundModel:
     border_spread: float  # colour range of the fitted surface along the border (flatness)
     mean_colour: tuple[int, int, int]  # the surface's average over the border, for the manifest
 
-    def render(self, height: int, width: int) -> np.ndarray:
-        """The surface as an HxWx3 float32 image (0..255).
+    def render(self, height: int, width: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The surface as an HxWx3 float32 image (0..255), or only its part in `box` (x, y, w, h).
 
         A quadratic is smooth: it is evaluated on a grid 8x coarser and resized (bilinear), which is
-        exact to far below one 8-bit level and several times cheaper than evaluating every pixel.
+        exact to far below one 8-bit level and several times cheaper than evaluating every pixel. A
+        box gets exactly the values of the whole image's render there, for the cost of the box.
         """
         import cv2
 
+        x, y, bw, bh = box if box is not None else (0, 0, width, height)
         step = 8
         if height > 4 * step and width > 4 * step:
             gh, gw = -(-height // step), -(-width // step)
             # Sample k sits at pixel k*step + (step-1)/2, where cv2.resize's centre-aligned bilinear
             # puts it, so every output pixel p is interpolated at exactly p (clamped in the last 4 px).
+            # A box needs the samples around it, plus one on each side so that its edge pixels are
+            # interpolated, not clamped, unless the frame's edge clamps them too.
+            c0, c1 = max(0, x // step - 1), min(gw, (x + bw - 1) // step + 2)
+            r0, r1 = max(0, y // step - 1), min(gh, (y + bh - 1) // step + 2)
+            off = (step - 1) / 2.0
+            coarse = self._evaluate(np.arange(r0, r1) * step + off, np.arange(c0, c1) * step + off, height, width)
+            full = cv2.resize(coarse, ((c1 - c0) * step, (r1 - r0) * step), interpolation=cv2.INTER_LINEAR)
+            return np.ascontiguousarray(full[y - r0 * step : y - r0 * step + bh, x - c0 * step : x - c0 * step + bw])
+        return self._evaluate(np.arange(y, y + bh), np.arange(x, x + bw), height, width)
+
+    def render8(self, height: int, width: int) -> np.ndarray:
+        """The surface as HxWx3 uint8, within 1.5 levels of `render` (for quick screening only)."""
+        import cv2
+
+        step = 8
+        if height > 4 * step and width > 4 * step:
+            gh, gw = -(-height // step), -(-width // step)
             off = (step - 1) / 2.0
             coarse = self._evaluate(np.arange(gh) * step + off, np.arange(gw) * step + off, height, width)
+            coarse = cv2.convertScaleAbs(coarse)
+            # 8-bit bilinear: samples rounded (0.5), output rounded (0.5), fixed-point weights (< 0.2).
             full = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
-            return np.ascontiguousarray(full[:height, :width])
-        return self._evaluate(np.arange(height), np.arange(width), height, width)
+            return full[:height, :width]
+        return cv2.convertScaleAbs(self.render(height, width))
 
     def _evaluate(self, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
         """The surface at the given pixel rows and columns (float32, len(rows) x len(cols) x 3)."""
@@ -145,7 +166,7 @@ def fit_background(
         if inliers.sum() < 12:  # too few to fit a surface: keep the constant
             break
         fit_deg = degree if inliers.sum() >= 60 else 0
-        Ai = _design(xs[inliers], ys[inliers], fit_deg)
+        Ai = A[inliers] if fit_deg == degree else _design(xs[inliers], ys[inliers], fit_deg)
         coeffs = _least_squares(Ai, vals[inliers])
         if fit_deg == 0:
             coeffs[1:] = 0.0
@@ -155,7 +176,7 @@ def fit_background(
     if good.any():
         sigma = max(MIN_SIGMA, float(np.median(dist[good])) / 1.54)
     fitted = _apply(A, coeffs)
-    spread = float(np.ptp(fitted, axis=0).max()) if len(fitted) else 0.0
+    spread = float((fitted.max(axis=0) - fitted.min(axis=0)).max()) if len(fitted) else 0.0
     mean = tuple(int(v) for v in np.clip(np.round(fitted.mean(axis=0)), 0, 255))
     return BackgroundModel(
         coeffs=coeffs,
@@ -192,8 +213,9 @@ def colour_distance(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     # much slower); the subtraction converts the 8-bit image on the fly.
     diff = cv2.subtract(rgb[:, :, :3], background, dtype=cv2.CV_32F)
     t = cv2.transform(diff, METRIC)
-    sq = cv2.multiply(t, t)
-    return cv2.sqrt(cv2.transform(sq, np.ones((1, 3), np.float32)))
+    cv2.multiply(t, t, dst=diff)  # buffers reused: fresh large arrays cost page faults
+    d = cv2.transform(diff, np.ones((1, 3), np.float32))
+    return cv2.sqrt(d, dst=d)
 
 
 # Largest stretch METRIC applies to an RGB difference: bounds the distance from the largest channel step.
@@ -201,40 +223,41 @@ METRIC_GAIN = float(np.linalg.norm(METRIC.astype(np.float64), 2) * np.sqrt(3.0))
 
 
 def distance_region(
-    rgb: np.ndarray, background: np.ndarray, threshold: float, pad: int = 0
-) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    rgb: np.ndarray, model: BackgroundModel, threshold: float, pad: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """colour_distance inside the smallest box that holds every pixel able to reach `threshold`.
 
-    Returns (distances in the box, (x, y, w, h) of the box), the box grown by `pad` px on each side
-    (within the frame); every pixel outside the box is surely below the threshold. A pixel whose every channel is within threshold / METRIC_GAIN of the
+    Returns (distances in the box, the backdrop rendered in the box, (x, y, w, h) of the box), the
+    box grown by `pad` px on each side (within the frame); every pixel outside the box is surely
+    below the threshold. A pixel whose every channel is within threshold / METRIC_GAIN of the
     backdrop cannot reach it: one 8-bit comparison over the frame finds the box (usually the subject
-    with its soft edges), and the float distance is computed inside it only.
+    with its soft edges), and the backdrop and the float distance are computed inside it only.
     """
     import cv2
 
     h, w = rgb.shape[:2]
-    limit = threshold / METRIC_GAIN - 0.5  # the rounded backdrop is at most 0.5 off
+    limit = threshold / METRIC_GAIN - 1.5  # the 8-bit backdrop is at most 1.5 levels off
     if limit > 0:
-        bg8 = cv2.convertScaleAbs(background)
-        diff = cv2.absdiff(rgb[:, :, :3], bg8)
+        diff = cv2.absdiff(rgb[:, :, :3], model.render8(h, w))
         # Channels side by side as one wide single-channel image: a pixel may reach the threshold
         # when any of its channels does, and the box of those columns, divided by 3, is its box.
-        maybe = cv2.compare(diff.reshape(h, w * 3), limit, cv2.CMP_GE)
-        x, y, bw, bh = cv2.boundingRect(maybe)
+        cv2.compare(diff.reshape(h, w * 3), limit, cv2.CMP_GE, dst=diff.reshape(h, w * 3))
+        x, y, bw, bh = cv2.boundingRect(diff.reshape(h, w * 3))
         if not (bw and bh):
-            return np.zeros((0, 0), np.float32), (0, 0, 0, 0)
+            return np.zeros((0, 0), np.float32), np.zeros((0, 0, 3), np.float32), (0, 0, 0, 0)
         x0, x1 = max(0, x // 3 - pad), min(w, (x + bw - 1) // 3 + 1 + pad)
         y0, y1 = max(0, y - pad), min(h, y + bh + pad)
-        x, y, bw, bh = x0, y0, x1 - x0, y1 - y0
+        box = (x0, y0, x1 - x0, y1 - y0)
     else:
-        x, y, bw, bh = 0, 0, w, h
-    d = colour_distance(rgb[y : y + bh, x : x + bw], background[y : y + bh, x : x + bw])
-    return d, (x, y, bw, bh)
+        box = (0, 0, w, h)
+    x, y, bw, bh = box
+    bg = model.render(h, w, box)
+    return colour_distance(rgb[y : y + bh, x : x + bw], bg), bg, box
 
 
-def distance_map(rgb: np.ndarray, background: np.ndarray, threshold: float) -> np.ndarray:
+def distance_map(rgb: np.ndarray, model: BackgroundModel, threshold: float) -> np.ndarray:
     """colour_distance for the whole frame, computed exactly only where it can reach `threshold`; 0 elsewhere."""
-    d_box, (x, y, bw, bh) = distance_region(rgb, background, threshold)
+    d_box, _, (x, y, bw, bh) = distance_region(rgb, model, threshold)
     d = np.zeros(rgb.shape[:2], np.float32)
     d[y : y + bh, x : x + bw] = d_box
     return d

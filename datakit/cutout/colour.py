@@ -22,7 +22,9 @@ def quantise_alpha(alpha: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(alpha.astype(np.float32, copy=False), alpha=255.0)
 
 
-def decontaminate(rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def decontaminate(
+    rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """F = (C - (1 - a) B) / a on partially transparent pixels; others unchanged (uint8 HxWx3).
 
     Writes into `out` (may be `rgb` itself), a copy of `rgb` when None. Only the edge pixels are
@@ -41,6 +43,13 @@ def decontaminate(rgb: np.ndarray, alpha8: np.ndarray, background: np.ndarray, o
     return out
 
 
+def _solid(h: int, w: int, rgba: tuple[int, int, int, int]) -> np.ndarray:
+    """An HxWx4 uint8 image of one colour (filled as 32-bit words: numpy's per-channel fill is ~10x slower)."""
+    out = np.empty((h, w, 4), np.uint8)
+    out.reshape(-1).view(np.uint32)[:] = np.frombuffer(bytes(rgba), np.uint32)[0]
+    return out
+
+
 def bleed(rgb: np.ndarray, alpha8: np.ndarray, reach: int = 8) -> np.ndarray:
     """The RGBA image (straight alpha `alpha8`) with RGB under alpha 0 a smooth extension of the visible colours.
 
@@ -56,37 +65,60 @@ def bleed(rgb: np.ndarray, alpha8: np.ndarray, reach: int = 8) -> np.ndarray:
     if seen == 0 or seen == h * w:
         return rgba
     # Weight by alpha: barely visible edge pixels have the least reliable decontaminated colour.
-    # Premultiplied colour and weight in one 4-channel image, (aR, aG, aB, a): one resize per level
-    # serves both. The first halving runs on 8-bit data (fast); precision only matters further down.
+    # Premultiplied colour and weight in one 4-channel image, (aR, aG, aB, a) in 0..255: one resize
+    # per level serves both. The first halving, of the full-size image, runs on 8-bit data in exact
+    # 2x2 blocks (fast); the small levels below it are float.
     premult = cv2.multiply(rgba, cv2.merge([alpha8, alpha8, alpha8, np.full_like(alpha8, 255)]), scale=1.0 / 255.0)
-    half = cv2.resize(premult, (max(1, (w + 1) // 2), max(1, (h + 1) // 2)), interpolation=cv2.INTER_AREA)
-    cur = half.astype(np.float32) * np.float32(1.0 / 255.0)
-    cur[:, :, :3] *= np.float32(255.0)
+    cur = _halve(premult).astype(np.float32)
     levels = [cur]
     while min(cur.shape[:2]) > 1:
         ch, cw = cur.shape[:2]
         cur = cv2.resize(cur, (max(1, (cw + 1) // 2), max(1, (ch + 1) // 2)), interpolation=cv2.INTER_AREA)
         levels.append(cur)
     top = levels[-1]
-    filled = top[:, :, :3] / np.maximum(top[:, :, 3:], 1e-6)
+    filled = _unpremultiply(top)
     # Pull: from the coarsest level down, a level's own colour where it has weight, else the coarser
-    # fill: colour = own * trust + coarser * (1 - trust) with trust = min(4 * weight, 1). In
-    # premultiplied terms own * trust = premult / max(weight, 1/4), which needs no division by ~0.
+    # fill: colour = own * trust + coarser * (1 - trust) with trust = min(4 * weight, 1), weight in
+    # 0..1. In premultiplied terms own * trust = premult / max(weight, 1/4): no division by ~0.
+    # All four channels go through (OpenCV works per pixel on matching channel counts); the
+    # fourth is ignored.
     for lv in reversed(levels[:-1]):
         up = cv2.resize(filled, (lv.shape[1], lv.shape[0]), interpolation=cv2.INTER_LINEAR)
-        wt = lv[:, :, 3:]
-        filled = lv[:, :, :3] / np.maximum(wt, np.float32(0.25)) + up * np.maximum(np.float32(1.0) - 4.0 * wt, 0.0)
+        wt = lv[:, :, 3]
+        own = np.float32(255.0) / np.maximum(wt, np.float32(255.0 / 4.0))
+        coarse = np.maximum(np.float32(1.0) - wt * np.float32(4.0 / 255.0), np.float32(0.0))
+        # Grey to 4 channels (the fourth set to 1) is the cheapest way to scale every channel per pixel.
+        filled = cv2.add(
+            cv2.multiply(lv, cv2.cvtColor(own, cv2.COLOR_GRAY2BGRA)),
+            cv2.multiply(up, cv2.cvtColor(coarse, cv2.COLOR_GRAY2BGRA)),
+        )
     # Beyond `reach` px from the subject one flat colour (the subject's average) does as well and
     # keeps the PNG small and fast to encode: a smooth fill everywhere costs 3x the bytes.
-    flat = np.clip(np.rint(top[0, 0, :3] / max(float(top[0, 0, 3]), 1e-6)), 0, 255).astype(np.uint8)
-    fill = cv2.resize(cv2.convertScaleAbs(filled), (w, h), interpolation=cv2.INTER_LINEAR)
-    out = np.empty((h, w, 4), np.uint8)
-    out[:] = (*flat, 0)
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
-    near = cv2.dilate(visible, k)
-    cv2.copyTo(cv2.merge([*cv2.split(fill), np.zeros_like(alpha8)]), near, out)
+    flat = np.clip(np.rint(top[0, 0, :3] / max(float(top[0, 0, 3]), 1e-6) * 255.0), 0, 255).astype(np.uint8)
+    out = _solid(h, w, (*(int(v) for v in flat), 0))
+    half = cv2.convertScaleAbs(filled)  # rounds and saturates to uint8
+    half[:, :, 3] = 0  # transparent where filled
+    # A half-res pixel j covers pixels 2j and 2j+1 (see _halve): double it, then drop the padding.
+    fill = cv2.resize(half, (w + w % 2, h + h % 2), interpolation=cv2.INTER_LINEAR)
+    near = cv2.dilate(visible, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1)))
+    cv2.copyTo(fill[:h, :w], near, out)
     cv2.copyTo(rgba, visible, out)
     return out
+
+
+def _halve(img: np.ndarray) -> np.ndarray:
+    """Average 2x2 blocks; odd sizes are padded with zero weight first, so that every block is whole
+    and OpenCV takes its fast exact path (its general area resampling is ~10x slower on 8-bit data)."""
+    h, w = img.shape[:2]
+    if h % 2 or w % 2:
+        img = cv2.copyMakeBorder(img, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=0)
+    return cv2.resize(img, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+
+
+def _unpremultiply(level: np.ndarray) -> np.ndarray:
+    """Colour (0..255) of a premultiplied 4-channel level with weight 0..255 in the fourth channel."""
+    scale = np.float32(255.0) / np.maximum(level[:, :, 3], np.float32(1e-6))
+    return cv2.multiply(level, cv2.cvtColor(scale, cv2.COLOR_GRAY2BGRA))
 
 
 def subject_box(alpha8: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:

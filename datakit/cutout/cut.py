@@ -67,11 +67,10 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
     """Cut out a subject drawn on a flat (or smoothly varying) backdrop; no model weights."""
     h, w = rgb.shape[:2]
     model = fit_background(rgb)
-    bg = model.render(h, w)
     threshold = opts.threshold if opts.threshold is not None else background_threshold(model.sigma)
     # Everything outside this region is surely backdrop: the matte is worked out inside it only. The
     # margin keeps a ring of backdrop around the subject, which the soft edges are measured against.
-    d, (rx, ry, rw, rh) = distance_region(rgb, bg, threshold, pad=REGION_MARGIN)
+    d, bg, (rx, ry, rw, rh) = distance_region(rgb, model, threshold, pad=REGION_MARGIN)
     region = (slice(ry, ry + rh), slice(rx, rx + rw))
     warnings: list[str] = []
     if not model.is_flat():
@@ -79,17 +78,16 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
             f"the border is not one flat backdrop (only {model.inlier_fraction:.0%} of it matches); "
             "the flat method may be wrong here, try --method rembg"
         )
-    res = flat_alpha(
-        d, rgb[region], bg[region], model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w)
-    )
+    res = flat_alpha(d, rgb[region], bg, model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w))
     for row in res.holes:  # region -> frame coordinates
         x0, y0, x1, y1 = row["bbox"]
         row["bbox"] = [x0 + rx, y0 + ry, x1 + rx, y1 + ry]
-    alpha, origin = res.alpha, (rx + res.box[0], ry + res.box[1])
+    alpha, origin, bg_origin = res.alpha, (rx + res.box[0], ry + res.box[1]), (rx, ry)
     if opts.matting:
         from datakit.cutout.matting import refine_alpha
 
         alpha, origin = refine_alpha(rgb, _frame_alpha(alpha, origin, (h, w))), (0, 0)
+        bg, bg_origin = model.render(h, w), (0, 0)  # the refined edge may reach outside the region
     warnings += res.warnings
     subject_area = int(cv2.countNonZero(cv2.compare(alpha, 0.5, cv2.CMP_GT))) if alpha.size else 0
     leak = leak_check(d, res.threshold, subject_area, frame=(h, w), origin=(rx, ry))
@@ -108,7 +106,7 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
         "matting": bool(opts.matting),
     }
     try:
-        return finish(rgb, alpha, bg, opts, info, warnings, origin=origin)
+        return finish(rgb, alpha, bg, opts, info, warnings, origin=origin, bg_origin=bg_origin)
     except NoSubjectFound as exc:
         if not model.is_flat():
             raise NoSubjectFound(f"{exc} (the border is not one flat backdrop: try --method rembg)") from exc
@@ -180,10 +178,12 @@ def finish(
     warnings: list[str],
     *,
     origin: tuple[int, int] = (0, 0),
+    bg_origin: tuple[int, int] = (0, 0),
 ) -> Cutout:
     """Quantise, decontaminate, bleed, trim; fill coverage, crop box and confidence.
 
-    `alpha` may cover only a box of the frame at `origin` (x, y): it is 0 everywhere else.
+    `alpha` may cover only a box of the frame at `origin` (x, y): it is 0 everywhere else. `bg` may
+    cover only a box at `bg_origin` that holds every partly transparent pixel.
     """
     h, w = rgb.shape[:2]
     a8 = quantise_alpha(alpha)
@@ -205,7 +205,10 @@ def finish(
     a8 = a8_crop
     crop = rgb[y0:y1, x0:x1, :3].copy()
     if bg is not None:
-        decontaminate(crop, a8, bg[y0:y1, x0:x1], out=crop)
+        # Only partly transparent pixels change, all inside the matte's box: work on its part in the crop.
+        bx, by = bg_origin
+        ys, xs = slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0)
+        decontaminate(crop[ys, xs], a8[ys, xs], bg[sy0 - by : sy1 - by, sx0 - bx : sx1 - bx], out=crop[ys, xs])
     rgba = bleed(crop, a8)
     coverage = float(cv2.sumElems(a8)[0] / (255.0 * h * w))
     if coverage < MIN_COVERAGE:

@@ -21,8 +21,3 @@ def points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pts = pts.reshape(-1, 2)
     return pts[:, 1].astype(np.intp), pts[:, 0].astype(np.intp)
 
-
-def flat_index(mask: np.ndarray) -> np.ndarray:
-    """Flat (row-major) indices of the nonzero pixels of a 2-D uint8 (or bool) mask."""
-    rows, cols = points(mask)
-    return rows * mask.shape[1] + cols

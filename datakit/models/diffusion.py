@@ -159,6 +159,19 @@ def pipeline_class(family: str):
     return diffusers.StableDiffusionXLPipeline if family == "sdxl" else diffusers.StableDiffusionPipeline
 
 
+def _quiet_loading() -> None:
+    """Silence the libraries' own loading chatter (per-component progress bars, notes about optional
+    image processors): datakit prints its own progress and --quiet must stay quiet. Failures still
+    surface as exceptions, turned into one `error:` line."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_diffusion_pipeline(
     model: str | os.PathLike,
     *,
@@ -185,6 +198,7 @@ def load_diffusion_pipeline(
     if config_path is not None and not config_path.is_dir():
         raise ModelNotFoundError(f"--config-dir {config_path} is not a folder")
 
+    _quiet_loading()
     with warnings.catch_warnings():
         # Recent diffusers renamed torch_dtype to dtype (a FutureWarning); the older releases we support know only torch_dtype.
         warnings.filterwarnings("ignore", message=".*dtype.*", category=FutureWarning)
@@ -246,7 +260,7 @@ def _load_hub(repo_id: str, family: str | None, torch_dtype):
         how = "the machine is offline (HF_HUB_OFFLINE=1)" if offline else "the download failed"
         raise ModelNotFoundError(
             f"model {repo_id!r} is not in the Hugging Face cache and {how}: {_first_line(last_exc)}. "
-            f"Fetch it with `huggingface-cli download {repo_id}` or give a local folder or .safetensors file"
+            f"Fetch it with `hf download {repo_id}` (huggingface_hub's CLI) or give a local folder or .safetensors file"
         ) from last_exc
     if not isinstance(pipe, (diffusers.StableDiffusionPipeline, diffusers.StableDiffusionXLPipeline)):
         raise ModelNotFoundError(f"{repo_id} is a {type(pipe).__name__}, not a Stable Diffusion 1/2/XL text-to-image model")
@@ -311,10 +325,11 @@ def _find_tokenizer(family: str, name: str, config_dir: Path | None):
             return CLIPTokenizer.from_pretrained(str(cached))
         tried.append(f"HF cache {repo}" + (f"/{sub}" if sub else ""))
     repo, sub = TOKENIZER_SOURCES[family][name][0]
+    include = f"--include '{sub}/*'" if sub else "--include '*.json' --include '*.txt'"
     raise ModelNotFoundError(
         f"the {family} checkpoint needs the CLIP tokenizer files for '{name}' (vocab.json + merges.txt, or "
         f"tokenizer.json), which datakit does not ship. Looked in: {', '.join(tried)}. Fix: run "
-        f"`huggingface-cli download {repo} --include '{sub + '/*' if sub else '*.json'}' '{sub + '/*' if sub else '*.txt'}'`, "
+        f"`hf download {repo} {include}`, "
         f"or pass --config-dir DIR where DIR/{name}/ holds those files"
     )
 
@@ -379,7 +394,11 @@ def _read_json(path: Path) -> dict:
 
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc).strip().splitlines() if exc else []
-    return text[0] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    # diffusers points at a stack trace the user never sees (we print one line, not the trace).
+    line = text[0].replace(" Please check out the root cause in the stacktrace above.", "")
+    return line.rstrip(". ")
 
 
 # ---------------------------------------------------------------------------------------------

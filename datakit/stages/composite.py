@@ -316,7 +316,8 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
     image_name = task.key + FORMATS[shared["format"]]
     caption_name = task.key + ".txt"
     if shared["format"] == "png":
-        save_png_array_atomic(image, out / image_name)
+        # Level 1: a third faster to write than 3 for ~7% larger files (PNG writing is most of a composite's time).
+        save_png_array_atomic(image, out / image_name, compress_level=1)
     else:
         write_bytes_atomic(out / image_name, _encode(image, shared["format"], shared["quality"]))
     write_text_atomic(out / caption_name, format_caption(tags, underscores=shared["underscores"]) + "\n")

@@ -536,6 +536,7 @@ def _write_plan(plan: Plan, final: dict[str, str], out: Path) -> None:
 def _print_plan(plan: Plan, final: dict[str, str], reporter: Reporter) -> None:
     if reporter.quiet or reporter.json_mode:
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="balance plan")
@@ -543,14 +544,14 @@ def _print_plan(plan: Plan, final: dict[str, str], reporter: Reporter) -> None:
         table.add_column(col, justify="left" if col == "folder" else "right", no_wrap=col == "folder")
     for r in _plan_rows(plan, final):
         share, want = ("reg", "") if r["is_reg"] else (f"{r['share']:.1%}", f"{r['target_share']:.1%}")
-        table.add_row(r["folder"], str(r["images"]), str(r["repeats"]), str(r["steps_per_epoch"]), share, want)
+        table.add_row(escape(r["folder"]), str(r["images"]), str(r["repeats"]), str(r["steps_per_epoch"]), share, want)
     reporter.err.print(table)
     line = f"{plan.images_per_epoch} images per epoch, batch size {plan.batch_size}: {plan.steps_per_epoch} steps per epoch"
     if plan.epochs:
         line += f"; {plan.epochs} epochs = {plan.total_steps} steps"
     reporter.err.print(line)
     for note in plan.notes:
-        reporter.err.print(f"note: {note}")
+        reporter.err.print(f"note: {escape(note)}")
 
 
 def _findings(run: StageRun, tasks: list[Task], cfg: EmitConfig, reporter: Reporter) -> dict:

@@ -377,29 +377,10 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
         _report_session(session, cfg, batch, reporter)
         extra.update({"provider": session.provider, "batch_size": batch, "input_size": session.size})
 
-    run.invalidate()  # only now: an error above leaves the previous result intact
-    workers = cfg.workers or default_workers()
-    with reporter.progress(len(todo), "tag") as bar:
-        done: set[str] = set()
-        if session is not None:
-            for task, probs, notes, failure in infer(need_model, session, batch, workers):
-                if failure is not None:
-                    run.record(task, failure)
-                else:
-                    probs_of[task.key] = (probs_of[task.key][0], probs)
-                    result = _safe(task, probs, model, cfg, undesired)
-                    result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
-                    run.record(task, result)
-                done.add(task.key)
-                bar.advance(1)
-        for task in todo:
-            if task.key in done:
-                continue
-            probs = probs_of.get(task.key, (None, None))[1]
-            run.record(task, _safe(task, probs, model, cfg, undesired))
-            bar.advance(1)
-
-    if model:
+    def save_store() -> None:
+        """OUT/tags.parquet: the probabilities of every item whose caption is in the manifest."""
+        if not model:
+            return
         keep = {k: v for k, v in probs_of.items() if v[1] is not None and run.rows.get(k, {}).get("status") == "ok"}
         store_meta = {
             "model": extra["model_name"],
@@ -411,6 +392,36 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
             "categories": model.labels.categories.tolist(),
         }
         _write_store(cfg.out_dir, store_meta, keep, {k: run.rows[k].get("file") for k in keep})
+
+    run.invalidate()  # only now: an error above leaves the previous result intact
+    workers = cfg.workers or default_workers()
+    try:
+        with reporter.progress(len(todo), "tag") as bar:
+            done: set[str] = set()
+            if session is not None:
+                for task, probs, notes, failure in infer(need_model, session, batch, workers):
+                    if failure is not None:
+                        run.record(task, failure)
+                    else:
+                        probs_of[task.key] = (probs_of[task.key][0], probs)
+                        result = _safe(task, probs, model, cfg, undesired)
+                        result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
+                        run.record(task, result)
+                    done.add(task.key)
+                    bar.advance(1)
+            for task in todo:
+                if task.key in done:
+                    continue
+                probs = probs_of.get(task.key, (None, None))[1]
+                run.record(task, _safe(task, probs, model, cfg, undesired))
+                bar.advance(1)
+    except KeyboardInterrupt:
+        # Keep what is done (captions, their manifest rows and probabilities): a re-run continues.
+        save_store()
+        run.save_progress()
+        raise
+
+    save_store()
     rows = [run.rows[t.key] for t in tasks if t.key in run.rows]
     freq = _frequency(rows)
     _write_frequency(cfg.out_dir, freq)

@@ -22,6 +22,8 @@ class Context:
 
     folders: tuple[str, ...] = ()  # the input folder's name and the item's parent folders
     stage: str | None = None  # the upstream stage that wrote the item (e.g. "composite")
+    # The stage that made the images when captioning stages come between (composite -> tag -> here).
+    image_stage: str | None = None
     concept: str | None = None
     frequency: dict[str, int] = field(default_factory=dict)  # canonical key -> images containing it
     confidence: dict[str, float] = field(default_factory=dict)  # canonical key -> tagger score
@@ -106,8 +108,10 @@ def in_scope(cond: Conditional, ctx: Context) -> bool:
     """The when_folder / when_stage / when_concept part of a rule (all given must hold)."""
     if cond.when_folder and not _glob_any(cond.when_folder, ctx.folders):
         return False
-    if cond.when_stage and (ctx.stage or "").casefold() not in {s.casefold() for s in cond.when_stage}:
-        return False
+    if cond.when_stage:
+        wanted = {s.casefold() for s in cond.when_stage}
+        if not {(ctx.stage or "").casefold(), (ctx.image_stage or "").casefold()} & wanted:
+            return False
     return not (cond.when_concept and not _glob_any(cond.when_concept, (ctx.concept or "",)))
 
 

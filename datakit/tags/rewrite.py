@@ -16,7 +16,7 @@ from datakit.console import Reporter
 from datakit.errors import UsageError, ZeroByteImage
 from datakit.imageio import link_or_copy, open_image, write_text_atomic
 from datakit.inputs import InputItem, discover, read_caption_file
-from datakit.manifest import carried_from, hash_json
+from datakit.manifest import carried_from, hash_json, stage_lineage
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 from datakit.tags.engine import Context, format_tags, rewrite, rule_labels, scope_label
 from datakit.tags.parse import format_one, parse_tags
@@ -67,11 +67,21 @@ def _characters(row: dict) -> frozenset[str]:
     return frozenset()
 
 
+# Stages that only (re)write captions and pass the images through unchanged.
+CAPTION_STAGES = frozenset({"tag", "tags"})
+
+
+def image_stage(upstream: dict | None) -> str | None:
+    """The latest stage before IN that made images (composite in composite -> tag -> tags rewrite)."""
+    return next((s for s in reversed(stage_lineage(upstream)) if s not in CAPTION_STAGES), None)
+
+
 def _context(item: InputItem, cfg: RewriteConfig, upstream: dict | None, frequency: dict) -> Context:
     folders = (cfg.input_dir.resolve().name, *Path(item.key).parent.parts)
     return Context(
         folders=tuple(f for f in folders if f not in ("", ".")),
         stage=(upstream or {}).get("stage"),
+        image_stage=image_stage(upstream),
         concept=cfg.concept or cfg.input_dir.resolve().name,
         frequency=frequency,
         confidence=_scores(item.row),
@@ -190,6 +200,8 @@ def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> dict | None:
         params = {"stem": it.stem, "ext": it.path.suffix}
         if frequency:  # the order depends on every caption: a change anywhere redoes all
             params["frequency"] = hash_json(frequency)
+        if any(cond.when_stage for cond in rules.rules):  # which stages made IN decides these rules
+            params["stages"] = [ctx.stage, ctx.image_stage]
         if ctx.confidence or ctx.characters:
             params["upstream_tags"] = hash_json([ctx.confidence, sorted(ctx.characters)])
         upstream_row = {k: it.row[k] for k in _UPSTREAM_KEEP if k in it.row}

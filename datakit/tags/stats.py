@@ -96,7 +96,12 @@ def write_stats(result: StatsResult, out_dir: Path, input_dir: Path, *, top: int
     """Write the CSVs, stats.json and the bar chart; refuse any folder inside IN."""
     if _is_inside(out_dir, input_dir):
         raise UsageError(f"--out {out_dir} is inside the input folder {input_dir}: `tags stats` never writes into IN")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out exists and is not a folder: {out_dir}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out {out_dir}: {exc.strerror}") from exc
     write_text_atomic(out_dir / "tag_frequency.csv", result.frequency.to_csv(index=False))
     write_text_atomic(out_dir / "captions.csv", result.captions.to_csv(index=False))
     write_json_atomic(out_dir / "stats.json", result.summary)

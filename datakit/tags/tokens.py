@@ -74,7 +74,7 @@ def _from_cache(model_id: str):
     if len(found) < 2 or found["vocab.json"].parent != found["merges.txt"].parent:
         raise ModelNotFoundError(
             f"CLIP tokenizer {model_id!r} is not in the Hugging Face cache; download it once with "
-            f"`huggingface-cli download {model_id} vocab.json merges.txt tokenizer_config.json` or pass "
+            f"`hf download {model_id} vocab.json merges.txt tokenizer_config.json` or pass "
             f"--tokenizer DIR (a folder with vocab.json + merges.txt)"
         )
     return _from_folder(found["vocab.json"].parent)[0]

@@ -124,7 +124,7 @@ class TrainConfig:
         if self.dataset is None:
             raise UsageError("give the DATASET (an emit output, a kohya dataset TOML, or a kohya folder-mode parent)")
         if self.base_model is None:
-            raise UsageError("give --base-model (a diffusers folder, a .safetensors checkpoint or a Hugging Face id)")
+            raise UsageError("give --base-model (a diffusers folder, a .safetensors checkpoint or a Hugging Face id) or set DATAKIT_BASE_MODEL")
         if self.output is None and not self.dry_run:
             raise UsageError("give --output DIR")
         checks = [
