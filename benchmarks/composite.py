@@ -31,30 +31,29 @@ PER_ITEM: dict[int, float] = {}
 OTHERS: dict[int, float] = {}  # CPU seconds other programs used during our run, by worker count  # seconds one composite takes inside its worker, by worker count
 
 
-def _cpu_by_process() -> dict[int, tuple[int, float]]:
-    """{pid: (parent pid, CPU seconds so far)} for every process (Linux /proc; empty elsewhere)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    out = {}
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's live children and everything they have reaped (the pool's
+    fork server and its exited workers)."""
+    total = 0.0
+    me = str(os.getpid())
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = entry.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[int(entry.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def others_cpu(before: dict, after: dict) -> float:
-    """CPU seconds used between two snapshots by processes that are not this one or its descendants."""
-    ours = {os.getpid()}
-    changed = True
-    while changed:
-        changed = False
-        for pid, (ppid, _) in {**before, **after}.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
-                changed = True
-    return sum(cpu - before.get(pid, (0, 0.0))[1] for pid, (_, cpu) in after.items() if pid not in ours)
+        if fields[1] == me:
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def make_data(root: Path, n_bg: int) -> tuple[Path, Path]:
@@ -104,11 +103,13 @@ def ours(cut: Path, bgs: Path, out: Path, count: int, workers: int, fmt: str) ->
     if out.exists():
         shutil.rmtree(out)
     cfg = CompositeConfig(input_dir=cut, out_dir=out, backgrounds=bgs, bg_count=count, workers=workers, format=fmt, contact_sheet=False)
-    snap = _cpu_by_process()
+    busy0, kids0 = _busy_cpu_seconds(), _children_cpu_seconds()
     t0, c0 = time.perf_counter(), time.process_time()
     info = run_composite(cfg)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    OTHERS[workers] = others_cpu(snap, _cpu_by_process())
+    # What the machine did besides us: all busy CPU time minus ours (this process and its pool).
+    ours = cpu + _children_cpu_seconds() - kids0
+    OTHERS[workers] = max(0.0, _busy_cpu_seconds() - busy0 - ours)
     if info["counts"]["out"] != count:
         raise SystemExit(f"expected {count} composites, got {info['counts']}")
     PER_ITEM[workers] = info["timings"]["per_item_s"]

@@ -16,7 +16,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
-from datakit.errors import ImageError, ImageTooLarge, NotAnImage, TruncatedImage, ZeroByteImage
+from datakit.errors import ImageError, ImageTooLarge, NotAnImage, TruncatedImage, UsageError, ZeroByteImage
 
 # Default pixel limit: 16k x 16k. Larger files are almost always mistakes or bombs, and a single
 # RGBA float copy of one would need > 4 GiB. Users can raise it with DATAKIT_MAX_PIXELS.
@@ -32,8 +32,16 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 def max_pixels() -> int:
     """Pixel limit in force (environment variable DATAKIT_MAX_PIXELS overrides the default)."""
-    value = os.environ.get("DATAKIT_MAX_PIXELS")
-    return int(value) if value else DEFAULT_MAX_PIXELS
+    value = os.environ.get("DATAKIT_MAX_PIXELS", "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(value.replace("_", "")))  # 512_000_000 and 5e8 read as people write them
+    except (ValueError, OverflowError):
+        limit = 0
+    if limit < 1:
+        raise UsageError(f"DATAKIT_MAX_PIXELS must be a positive number of pixels, not {value!r}")
+    return limit
 
 
 @dataclass
@@ -281,7 +289,9 @@ def link_or_copy(src: str | os.PathLike, dest: str | os.PathLike, *, copy: bool 
         tmp.unlink()
         if not copy:
             try:
-                os.link(src, tmp)
+                # The file itself, not a symlink to it: Linux link() does not follow symlinks, and a
+                # user's relative symlink copied into OUT would point nowhere.
+                os.link(os.path.realpath(src), tmp)
                 return "link"
             except OSError:
                 pass  # another filesystem, or links not allowed: fall back to a copy

@@ -22,8 +22,9 @@ from typing import Any, Callable, Iterable, Iterator
 from datakit import __version__
 from datakit.console import Reporter
 from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, ImageError, StageError, UsageError
-from datakit.imageio import remove_stale_temporaries
+from datakit.imageio import max_pixels, remove_stale_temporaries
 from datakit.manifest import (
+    MANIFEST,
     STAGE_INFO,
     carried_from,
     hash_file,
@@ -196,12 +197,20 @@ class StageRun:
 
     # -- set-up -------------------------------------------------------------------------------
     def _check_out_dir(self) -> None:
+        max_pixels()  # a bad DATAKIT_MAX_PIXELS is one usage error now, not a failure of every item
         if self.inputs_dir is not None:
             a, b = self.out.resolve(), self.inputs_dir.resolve()
             if a == b:
                 raise UsageError(f"OUT must differ from IN (both are {self.out}): a stage never writes into its input")
+            if b in a.parents:
+                raise UsageError(
+                    f"OUT {self.out} is inside IN {self.inputs_dir}: a stage never writes into its input "
+                    "(put OUT beside IN instead)"
+                )
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"OUT exists and is not a folder: {self.out}")
+        if self.out.is_dir():
+            self._refuse_foreign_folder()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -209,6 +218,33 @@ class StageRun:
         if not os.access(self.out, os.W_OK):
             raise UsageError(f"OUT is not writable: {self.out}")
         remove_stale_temporaries(self.out)
+
+    def _refuse_foreign_folder(self) -> None:
+        """Never write over files that this stage did not make.
+
+        An OUT holding someone's images is nearly always IN and OUT swapped on the command line
+        (`datakit cutout build/cutout samples/subjects`): the stage would overwrite the originals
+        with same-named outputs. Another stage's OUT would lose that stage's results the same way.
+        """
+        has_manifest = (self.out / MANIFEST).exists()
+        if (self.out / STAGE_INFO).exists():
+            other = read_stage_info(self.out) or {}
+            stage = other.get("stage")
+            if stage and stage != self.stage:
+                raise UsageError(
+                    f"OUT {self.out} holds the output of the {stage} stage; writing {self.stage} there would "
+                    "overwrite it: give this stage its own folder"
+                )
+            return
+        if has_manifest:  # a run of a stage that was interrupted: its own files
+            return
+        foreign = sorted(p.name for p in self.out.iterdir() if not p.name.startswith(".") and p.is_file())
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise UsageError(
+                f"OUT {self.out} already holds files datakit did not write ({shown}); a stage would overwrite "
+                "same-named ones: give it a new or empty folder (are IN and OUT swapped?)"
+            )
 
     # -- planning -----------------------------------------------------------------------------
     def fingerprint(self, task: Task) -> str:
@@ -256,6 +292,11 @@ class StageRun:
         """Remove datakit.json before doing work, so a run killed half-way is never trusted."""
         with contextlib.suppress(FileNotFoundError):
             (self.out / STAGE_INFO).unlink()
+        if not (self.out / MANIFEST).exists():
+            # Marks OUT as a datakit stage's work in progress: a first run killed outright (SIGKILL,
+            # out of memory) leaves outputs without rows, and the re-run must not take them for a
+            # user's files (see _refuse_foreign_folder). Downstream stages still refuse the folder.
+            write_manifest(self.out, [])
 
     # -- running ------------------------------------------------------------------------------
     def record(self, task: Task, result: TaskResult) -> None:

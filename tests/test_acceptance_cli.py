@@ -59,3 +59,29 @@ def test_tags_stats_unusable_out_is_a_usage_error(tmp_path):
     blocker.write_text("not a folder")
     _one_error_line(_run(["tags", "stats", str(src), "--out", str(blocker)]), "--out exists and is not a folder")
     _one_error_line(_run(["tags", "stats", str(src), "--out", str(blocker / "sub")]), "cannot create --out")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "0", "inf"])
+def test_bad_pixel_limit_is_one_usage_error_not_every_item_failing(tmp_path, monkeypatch, value):
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(src / "a.png")
+    monkeypatch.setenv("DATAKIT_MAX_PIXELS", value)
+    _one_error_line(_run(["tag", str(src), str(tmp_path / "out"), "--model", "none", "--quiet"]), "DATAKIT_MAX_PIXELS")
+
+
+def test_pixel_limit_accepts_the_ways_people_write_numbers(monkeypatch):
+    from datakit.imageio import DEFAULT_MAX_PIXELS, max_pixels
+
+    for value, expected in [("1000", 1000), ("5e8", 500_000_000), ("512_000_000", 512_000_000), ("", DEFAULT_MAX_PIXELS)]:
+        monkeypatch.setenv("DATAKIT_MAX_PIXELS", value)
+        assert max_pixels() == expected
+
+
+def test_negative_seed_is_a_usage_error(tmp_path):
+    """numpy refuses negative seeds: --seed -5 used to be an internal error (exit 1) in backgrounds."""
+    result = _run(["backgrounds", str(tmp_path / "bg"), "--count", "1", "--seed", "-5", "--quiet"])
+    assert result.exit_code == EXIT_USAGE and "--seed" in result.output
+    assert "Traceback" not in result.output

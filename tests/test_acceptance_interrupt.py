@@ -112,3 +112,51 @@ def test_interrupted_tagging_keeps_captions_and_probabilities(tmp_path, monkeypa
     assert info["counts"]["reused"] == 3 and info["counts"]["processed"] == 3
     again = run_tag(TagConfig(**cfg, general_threshold=0.2, rethreshold=True), Reporter(quiet=True))
     assert again["counts"]["out"] == 6  # every item's probabilities were stored, the interrupted ones too
+
+
+def test_interrupted_diffusion_backgrounds_keep_the_images_made(tmp_path, monkeypatch):
+    """The sdxl engine's own batch loop: Ctrl-C after some batches keeps their rows, so the re-run
+    does not regenerate (expensive) images; and a model that fails to load leaves a finished
+    folder finished."""
+    from datakit.backgrounds import diffusion_engine as engine
+    from datakit.console import Reporter
+    from datakit.errors import ModelNotFoundError
+    from datakit.stages.backgrounds import BackgroundsConfig, run_backgrounds
+
+    calls = {"n": 0, "interrupt_at": 3}
+
+    def fake_batch(pipe, batch, cfg, steps, guidance):
+        calls["n"] += 1
+        if calls["n"] == calls["interrupt_at"]:
+            raise KeyboardInterrupt
+        results = []
+        for task in batch:
+            name = f"{task.payload['name']}.txt"
+            write_text_atomic(Path(cfg.out_dir) / name, task.params["prompt"])
+            results.append(TaskResult(key=task.key, outputs=[name]))
+        return results
+
+    monkeypatch.setattr(engine, "load_for_generation", lambda cfg, device, reporter: (object(), "sdxl"))
+    monkeypatch.setattr(engine, "_generate_batch", fake_batch)
+    out = tmp_path / "bg"
+    cfg = dict(out_dir=out, count=5, engine="sdxl", model="some/model", width=64, height=64, batch_size=1, device="cpu")
+    try:
+        run_backgrounds(BackgroundsConfig(**cfg), Reporter(quiet=True))
+    except KeyboardInterrupt:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError("the interruption did not propagate")
+    assert len(read_manifest(out)) == 2 and not (out / "datakit.json").exists()
+    calls.update(n=0, interrupt_at=None)
+    info = run_backgrounds(BackgroundsConfig(**cfg), Reporter(quiet=True))
+    assert info["counts"]["reused"] == 2 and calls["n"] == 3
+
+    def missing(cfg, device, reporter):
+        raise ModelNotFoundError("model not found: typo")
+
+    monkeypatch.setattr(engine, "load_for_generation", missing)
+    try:
+        run_backgrounds(BackgroundsConfig(**cfg, force=True), Reporter(quiet=True))
+    except ModelNotFoundError:
+        pass
+    assert (out / "datakit.json").is_file()  # still the finished folder it was

@@ -162,11 +162,10 @@ def run_diffusion(cfg, reporter: Reporter) -> dict:
     if not todo and run.nothing_to_do():
         reporter.info(f"backgrounds: nothing to do, all {len(tasks)} images are up to date in {run.out} (--force redoes them)")
         return run.summary_from_previous()
-    if main:
-        run.invalidate()
-
     device = str(state.device) if state is not None and state.num_processes > 1 else resolve_device(cfg.device, reporter)
     pipe, family = load_for_generation(cfg, device, reporter)
+    if main:
+        run.invalidate()  # only now: a model that fails to load leaves the previous result intact
     steps = cfg.steps or (4 if cfg.turbo else 30)
     guidance = cfg.guidance if cfg.guidance is not None else (0.0 if cfg.turbo else 6.0)
 
@@ -180,14 +179,19 @@ def run_diffusion(cfg, reporter: Reporter) -> dict:
         with state.split_between_processes(todo) as part:
             mine = list(part)
     results: dict[str, TaskResult] = {}
-    with reporter.progress(len(mine), "backgrounds") as bar:
-        for start in range(0, len(mine), cfg.batch_size):
-            batch = mine[start : start + cfg.batch_size]
-            for task, result in zip(batch, _generate_batch(pipe, batch, cfg, steps, guidance)):
-                results[task.key] = result
-                if main:
-                    run.record(task, result)
-                bar.advance(1)
+    try:
+        with reporter.progress(len(mine), "backgrounds") as bar:
+            for start in range(0, len(mine), cfg.batch_size):
+                batch = mine[start : start + cfg.batch_size]
+                for task, result in zip(batch, _generate_batch(pipe, batch, cfg, steps, guidance)):
+                    results[task.key] = result
+                    if main:
+                        run.record(task, result)
+                    bar.advance(1)
+    except KeyboardInterrupt:
+        if main and (state is None or state.num_processes == 1):
+            run.save_progress()  # generated images are expensive: a re-run keeps them
+        raise
     if state is not None and state.num_processes > 1:
         state.wait_for_everyone()
         if not main:

@@ -24,7 +24,10 @@ class Device(str, enum.Enum):
 
 InDir = Annotated[Path, typer.Argument(help="Input folder (a stage's output, or your own images).", show_default=False)]
 OutDir = Annotated[Path, typer.Argument(help="Output folder (created; never the input folder).", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed; each item's seed derives from it and the item's name.")]
+# Non-negative: numpy's and torch's generators refuse negative seeds (an internal error otherwise).
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Base seed; each item's seed derives from it and the item's name.")
+]
 WorkersOpt = Annotated[
     Optional[int], typer.Option("--workers", "-j", min=1, help="Worker processes (default: all cores).", show_default=False)
 ]

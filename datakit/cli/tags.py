@@ -130,7 +130,7 @@ def stats_cmd(
     top: Annotated[int, typer.Option("--top", min=1, help="How many of the most frequent tags to print and chart.")] = 30,
     tokenizer: Annotated[
         str,
-        typer.Option("--tokenizer", help="CLIP tokenizer for exact token counts: a folder with vocab.json + merges.txt, a "
+        typer.Option("--tokenizer", help="CLIP tokenizer for exact token counts: a folder with vocab.json + merges.txt or tokenizer.json, a "
                      "cached Hugging Face id, 'auto' (DATAKIT_CLIP_TOKENIZER, else openai/clip-vit-large-patch14 if "
                      "cached, else an estimate) or 'none' (estimate)."),
     ] = "auto",

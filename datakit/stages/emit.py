@@ -233,6 +233,8 @@ def _resolve_concepts(cfg: EmitConfig) -> list[_Concept]:
     for c in concepts:
         if c.folder.exists() and c.folder.resolve() == out:
             raise UsageError(f"OUT must differ from the input folder of concept {c.name!r} ({c.folder})")
+        if c.folder.exists() and c.folder.resolve() in out.parents:
+            raise UsageError(f"OUT {cfg.out_dir} is inside the input folder of concept {c.name!r} ({c.folder}); put it beside it")
     return concepts
 
 
@@ -381,6 +383,7 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
             counts[t.params["concept"]] = counts.get(t.params["concept"], 0) + 1
     empty = [c.name for c in concepts if not counts.get(c.name)]
     if empty:
+        run.save_progress()  # the manifest names every skipped image and why (no datakit.json: not done)
         raise StageError(f"no usable images left in concept(s) {', '.join(empty)}: every image was skipped (see {out}/manifest.jsonl)")
     plan = _plan_for(counts, concepts, cfg)
     final = {c.name: _subdir(c, r) for c, r in ((by_name[n], r) for n, r in _repeats(plan).items())}

@@ -239,6 +239,9 @@ def infer(
     tasks: list[Task], session: taggers.TaggerSession, batch_size: int, workers: int
 ) -> Iterator[tuple[Task, np.ndarray | None, list[str], TaskResult | None]]:
     """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs."""
+    # No bigger than the work: `--batch-size 4096` on 10 images must not allocate 4096 448-px slots (9 GiB).
+    # A fixed-batch graph still gets its full batch: TaggerSession.run pads.
+    batch_size = max(1, min(batch_size, len(tasks)))
     lookahead = batch_size * 2 + workers  # enough decoded images to fill the next batch while this one runs
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag") as pool:
         queue: list[tuple[Task, Future]] = []

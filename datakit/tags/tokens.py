@@ -44,15 +44,17 @@ def _from_folder(folder: Path):
     from transformers import CLIPTokenizer
 
     for cand in (folder, folder / "tokenizer"):
-        if (cand / "vocab.json").is_file() and (cand / "merges.txt").is_file():
+        # transformers 5's save_pretrained writes only tokenizer.json: a folder saved that way counts.
+        bpe_files = (cand / "vocab.json").is_file() and (cand / "merges.txt").is_file()
+        if bpe_files or (cand / "tokenizer.json").is_file():
             tok = CLIPTokenizer.from_pretrained(str(cand), local_files_only=True)
             if len(tok) < 256:  # a byte-level BPE has at least the 256 byte symbols
                 raise ModelNotFoundError(f"--tokenizer {cand}: vocab.json has only {len(tok)} entries; not a CLIP tokenizer")
             return tok, cand
     missing = [n for n in ("vocab.json", "merges.txt") if not (folder / n).is_file()]
     raise ModelNotFoundError(
-        f"--tokenizer {folder}: no CLIP tokenizer there (missing {', '.join(missing)}; a diffusers model folder "
-        "with tokenizer/ also works)"
+        f"--tokenizer {folder}: no CLIP tokenizer there (missing {', '.join(missing)}, or tokenizer.json; a diffusers "
+        "model folder with tokenizer/ also works)"
     )
 
 
