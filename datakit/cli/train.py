@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         cycle_warmup: Annotated[Optional[int], typer.Option("--cycle-warmup", help="Linear warmup steps at the start of every cycle.", rich_help_panel=H, show_default="0")] = None,
         min_lr: Annotated[Optional[float], typer.Option("--min-lr", help="Lowest learning rate of each cycle.", rich_help_panel=H, show_default="0")] = None,
         cycle_decay: Annotated[Optional[float], typer.Option("--cycle-decay", help="The peak learning rate is multiplied by this after every cycle.", rich_help_panel=H, show_default="1")] = None,
-        seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for data order, noise and timesteps.", show_default="0")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed for data order, noise and timesteps.", show_default="0")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (images, buckets, steps, memory and time estimate) and stop.")] = False,
         device: DeviceOpt = "auto",
         force: ForceOpt = False,

@@ -87,7 +87,15 @@ class BackgroundModel:
 
     def is_flat(self, min_inliers: float = 0.9) -> bool:
         """True when the border is one smooth backdrop (the flat method's precondition)."""
-        return self.inlier_fraction >= min_inliers and self.sigma <= 12.0
+        return self.flatness_problem(min_inliers) is None
+
+    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
+        """Why the border is not one smooth backdrop, in words (None when it is)."""
+        if self.inlier_fraction < min_inliers:
+            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
+        if self.sigma > 12.0:
+            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
+        return None
 
 
 def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:

@@ -75,7 +75,7 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
     warnings: list[str] = []
     if not model.is_flat():
         warnings.append(
-            f"the border is not one flat backdrop (only {model.inlier_fraction:.0%} of it matches); "
+            f"the border is not one flat backdrop ({model.flatness_problem()}); "
             "the flat method may be wrong here, try --method rembg"
         )
     res = flat_alpha(d, rgb[region], bg, model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w))

@@ -77,7 +77,7 @@ def cut_one(rgb: np.ndarray, shared: _Shared):
             method = "rembg"
         else:
             raise NeedsModel(
-                f"the border is not one flat backdrop (only {model.inlier_fraction:.0%} of it matches): "
+                f"the border is not one flat backdrop ({model.flatness_problem()}): "
                 "use --method flat to cut it anyway, or --method rembg --model NAME_OR_PATH (or set DATAKIT_REMBG_MODEL)"
             )
     if method == "flat":

@@ -91,7 +91,12 @@ def _resolve_dir(value: str, base: Path) -> Path:
     """kohya resolves image_dir from the working directory; emit writes paths relative to the TOML."""
     p = Path(value).expanduser()
     if p.is_absolute():
-        return p
+        if p.is_dir():
+            return p
+        # emit writes absolute paths (kohya needs them); a dataset copied to another machine keeps
+        # its layout, so look for img/<N_name> (or reg/<N_name>) beside the TOML before giving up.
+        moved = base / p.parent.name / p.name
+        return moved if moved.is_dir() else p
     beside = (base / p)
     return beside if beside.is_dir() or not p.is_dir() else p
 

@@ -131,7 +131,7 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
             and Path(previous["file"]).exists()):
         reporter.info(f"train: nothing to do, {previous['file']} is up to date (--force retrains)")
         return dict(previous, nothing_to_do=True)
-    out.mkdir(parents=True, exist_ok=True)
+    T.prepare_output(out)
     device = accelerator.device
 
     # -- base model, frozen ----------------------------------------------------------------------

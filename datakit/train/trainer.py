@@ -154,6 +154,16 @@ def _list_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and (p / STATE_FILE).is_file() and p.name.startswith("step-"))
 
 
+def prepare_output(out: Path) -> None:
+    """Create the output folder, or one clear usage error when it cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"the output folder is not writable: {out}")
+
+
 def run_fingerprint(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry]) -> str:
     """Config (minus what cannot change the result) + every image and caption byte: same -> nothing to do."""
     from datakit.manifest import hash_file, hash_json
@@ -236,7 +246,7 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
             and Path(previous["file"]).exists()):
         reporter.info(f"train: nothing to do, {previous['file']} is up to date (--force retrains)")
         return dict(previous, nothing_to_do=True)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out)
     device = accelerator.device
 
     # -- base model, frozen ----------------------------------------------------------------
