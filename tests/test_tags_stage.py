@@ -184,3 +184,18 @@ def test_two_workers_same_output(tmp_path):
     run(src, tmp_path / "w2", RULES, workers=2)
     for stem in "abc":
         assert (tmp_path / "w1" / f"{stem}.txt").read_bytes() == (tmp_path / "w2" / f"{stem}.txt").read_bytes()
+
+
+def test_a_rule_entry_absent_beside_a_matching_one_is_not_called_misspelt(tmp_path):
+    src = make_folder(tmp_path / "in", {"a": "1girl, white background", "b": "1girl, white background, outdoors"})
+    doc = {"rule": [{"name": "scene", "if_tag": "white background", "remove": ["white background", "simple background"]}]}
+    info, reporter = run(src, tmp_path / "out", doc)
+    assert info["rule_hits"]["rule 'scene': remove 'white background'"] == 2
+    assert not any("simple background" in w for w in reporter.warnings)
+
+
+def test_a_fired_rule_whose_entries_all_matched_nothing_is_still_a_warning(tmp_path):
+    src = make_folder(tmp_path / "in", {"a": "1girl, white background"})
+    doc = {"rule": [{"name": "scene", "if_tag": "white background", "remove": ["whit background", "simpel background"]}]}
+    _, reporter = run(src, tmp_path / "out", doc)
+    assert any("whit background" in w and "matched nothing" in w for w in reporter.warnings)

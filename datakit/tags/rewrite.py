@@ -157,6 +157,15 @@ def _hit_report(totals: Counter, rules: Rules, reporter: Reporter) -> dict:
             why = "its when_folder/when_stage/when_concept" if scoped and not totals.get(scope_label(cond)) else "its if_tag/unless_tag"
             reporter.info(f"{label} applied to no caption here ({why})")
             quiet_labels |= {lb for lb in labels if lb == label or lb.startswith(label + ":")}
+            continue
+        # A rule's entries are often a list of candidates ("white background", "simple background"):
+        # when some matched, the others were simply absent from these captions, not misspelt.
+        entries = [lb for lb in labels if lb.startswith(label + ":")]
+        if any(totals.get(lb) for lb in entries):
+            for lb in entries:
+                if not totals.get(lb):
+                    reporter.info(f"{lb} matched nothing here (the rule's other entries did)")
+                    quiet_labels.add(lb)
     for label in labels:
         if totals.get(label, 0) == 0 and label not in quiet_labels:
             reporter.warn(f"{label} matched nothing (misspelt?{_compared_as(label)})")
