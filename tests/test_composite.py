@@ -202,6 +202,10 @@ def test_counts_and_names_with_k_and_side_files_are_not_items(tmp_path, data):
         assert len({r["subject"] for r in rows if r["background"] == bg}) == 2
     assert (out / "contact_sheet.png").is_file()
     assert "contact_sheet.png" not in names
+    # The sheet is drawn from the workers' thumbnails; a smaller run removes the ones it no longer shows.
+    assert sorted(p.stem for p in (out / ".thumbs").iterdir()) == sorted(n[:-4] for n in names)
+    _run(cut, bgs, out, bg_count=2, per_background=2)
+    assert len(list((out / ".thumbs").iterdir())) == 4 == len(_rows(out))
     # K = 1: plain names, one composite per background.
     out1 = tmp_path / "out1"
     _run(cut, bgs, out1)

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from datakit.imageio import save_image_atomic
 
 MAX_IMAGES = 400  # beyond this the thumbnails get too small to judge anything
+CELL = 192  # thumbnail size in pixels
 
 
 def _thumb(path: Path, cell: int) -> Image.Image | None:
@@ -37,8 +38,14 @@ def _label(name: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
     return name[:4]
 
 
-def make_contact_sheet(files: list[Path], dest: Path, *, cell: int = 192, columns: int | None = None, workers: int = 2) -> int:
-    """Write `dest` (PNG) with up to MAX_IMAGES thumbnails and their names; returns how many are shown."""
+def make_contact_sheet(
+    files: list[Path], dest: Path, *, thumbnails: dict[Path, Path] | None = None, cell: int = CELL,
+    columns: int | None = None, workers: int = 2,
+) -> int:
+    """Write `dest` (PNG) with up to MAX_IMAGES thumbnails and their names; returns how many are shown.
+
+    `thumbnails` maps a file to a ready small copy of it (used when it exists, else the file is decoded).
+    """
     files = list(files)[:MAX_IMAGES]
     if not files:
         return 0
@@ -50,7 +57,11 @@ def make_contact_sheet(files: list[Path], dest: Path, *, cell: int = 192, column
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # decoding releases the GIL
-        thumbs = list(pool.map(lambda p: _thumb(p, cell), files))
+        def load(path: Path) -> Image.Image | None:
+            small = (thumbnails or {}).get(path)
+            return _thumb(small if small is not None and small.is_file() else path, cell)
+
+        thumbs = list(pool.map(load, files))
     for i, (path, thumb) in enumerate(zip(files, thumbs)):
         r, c = divmod(i, cols)
         x = pad + c * (cell + pad)
@@ -58,5 +69,5 @@ def make_contact_sheet(files: list[Path], dest: Path, *, cell: int = 192, column
         if thumb is not None:
             sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
         draw.text((x + 2, y + cell + 2), _label(path.name, draw, font, cell - 4), fill=(230, 230, 230), font=font)
-    save_image_atomic(sheet, dest, format="PNG", optimize=False, compress_level=6)
+    save_image_atomic(sheet, dest, format="PNG", compress_level=3)
     return len(files)

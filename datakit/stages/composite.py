@@ -18,6 +18,7 @@ import numpy as np
 
 from datakit.captions import format_caption, parse_caption
 from datakit.compositing.captions import composite_tags
+from datakit.compositing.contact_sheet import CELL as THUMB_CELL
 from datakit.compositing.placement import (
     FRAMING_TAGS,
     assign_framings,
@@ -45,6 +46,8 @@ from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
 CONTACT_SHEET = "contact_sheet.png"
+# Workers leave a small JPEG of each composite here so the contact sheet needs no full-size decoding.
+THUMBS_DIR = ".thumbs"
 BACKGROUNDS_DIR = "backgrounds"
 DEFAULT_BG_COUNT = 100
 DEFAULT_GENERATED_SIZE = 1024
@@ -198,7 +201,7 @@ def _generate_backgrounds(cfg: CompositeConfig, count: int, reporter: Reporter) 
             raise UsageError(f"--bg-option: the backgrounds stage has no option '{k}' (known: {', '.join(options)})")
         values[k] = v
     bg_cfg = BackgroundsConfig(**{k: v for k, v in values.items() if k in known})
-    reporter.info(f"composite: making {count} {cfg.bg_engine} backgrounds in {out}")
+    reporter.info(f"composite: {count} {cfg.bg_engine} backgrounds in {out} (made by the backgrounds stage when missing)")
     run_backgrounds(bg_cfg, reporter)
     return out
 
@@ -348,6 +351,8 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
     else:
         write_bytes_atomic(out / image_name, _encode(image, shared["format"], shared["quality"]))
     write_text_atomic(out / caption_name, format_caption(tags, underscores=shared["underscores"]) + "\n")
+    if shared["thumb_size"]:
+        _write_thumbnail(image, out / THUMBS_DIR / (task.key + ".jpg"), shared["thumb_size"])
 
     row = {
         "tags": tags,
@@ -362,6 +367,15 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
         "dropped_tags": dropped,
     }
     return TaskResult(key=task.key, outputs=[image_name, caption_name], row=row, warnings=warnings)
+
+
+def _write_thumbnail(image: np.ndarray, dest: Path, size: int) -> None:
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    write_bytes_atomic(dest, _encode(small, "jpg", 85))
 
 
 def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dict:
@@ -415,6 +429,7 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
         "disabled": frozenset(cfg.disable),
         "underscores": cfg.underscores,
         "trigger": trigger,
+        "thumb_size": THUMB_CELL if cfg.contact_sheet else 0,
     }
     tasks = build_tasks(cfg, subjects, backgrounds, n_bg, parsed["framing"])
     workers = cfg.workers or default_workers()
@@ -472,8 +487,16 @@ def _single_threaded(active: bool):
 
 
 def _contact_sheet(run: StageRun, dest: Path, workers: int) -> int:
-    """The sheet of every composite made (reused ones included), in task order."""
+    """The sheet of every composite made (reused ones included), in task order, from the workers'
+    thumbnails where present; thumbnails of composites that no longer exist are removed."""
     from datakit.compositing.contact_sheet import make_contact_sheet
 
     files = [run.out / run.rows[t.key]["file"] for t in run.tasks if t.key in run.rows and run.rows[t.key].get("file")]
-    return make_contact_sheet(files, dest, workers=min(2, workers))
+    thumbs_dir = run.out / THUMBS_DIR
+    thumbs = {f: thumbs_dir / (f.stem + ".jpg") for f in files}
+    if thumbs_dir.is_dir():
+        keep = {p.name for p in thumbs.values()}
+        for p in thumbs_dir.iterdir():
+            if p.is_file() and p.name not in keep:
+                p.unlink(missing_ok=True)
+    return make_contact_sheet(files, dest, thumbnails=thumbs, workers=min(2, workers))
