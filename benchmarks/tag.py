@@ -181,13 +181,13 @@ def timed(fn, *args) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and one repeat (a smoke run)")
-    ap.add_argument("--images", type=int, default=None, help="number of images (default 32; 8 with --quick)")
+    ap.add_argument("--images", type=int, default=None, help="number of images (default 128: a realistic set, so per-run start-up does not dominate; 8 with --quick)")
     ap.add_argument("--width", type=int, default=48, help="ConvNeXt first-stage width (96 = ConvNeXt-Tiny)")
     ap.add_argument("--batch-size", type=int, default=None, help="datakit batch size (default: the stage's default)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method, best kept (default 2; 1 with --quick)")
     args = ap.parse_args()
-    n = args.images or (8 if args.quick else 32)
+    n = args.images or (8 if args.quick else 128)
     repeats = args.repeats or (1 if args.quick else 2)
 
     with tempfile.TemporaryDirectory(prefix="datakit-bench-tag-") as tmp:

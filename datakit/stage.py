@@ -280,6 +280,18 @@ class StageRun:
                 todo.append(task)
         return todo
 
+    def begin(self, tasks: list[Task], noun: str = "items") -> list[Task] | None:
+        """Plan and say so: None when everything is up to date (nothing to do), else the tasks to do."""
+        todo = self.plan(tasks)
+        if not todo and self.nothing_to_do():
+            self.reporter.info(
+                f"{self.stage}: nothing to do, all {len(tasks)} {noun} are up to date in {self.out} (--force redoes them)"
+            )
+            return None
+        if self.reused:
+            self.reporter.info(f"{self.stage}: {self.reused} {noun} unchanged, {len(todo)} to do")
+        return todo
+
     def nothing_to_do(self) -> bool:
         """True when every task was reused and the last run finished with the same config and item set."""
         if self.old_info is None or self.force:
@@ -445,12 +457,9 @@ def run_simple_stage(
     description: str | None = None,
 ) -> dict:
     """Plan, skip when nothing changed, run the pool, finish: the whole contract for CPU stages."""
-    todo = run.plan(tasks)
-    if not todo and run.nothing_to_do():
-        run.reporter.info(f"{run.stage}: nothing to do, all {len(tasks)} items are up to date in {run.out} (--force redoes them)")
+    todo = run.begin(tasks)
+    if todo is None:
         return run.summary_from_previous()
-    if run.reused:
-        run.reporter.info(f"{run.stage}: {run.reused} items unchanged, {len(todo)} to do")
     run.invalidate()
     run.map(fn, todo, workers=workers, shared=shared, description=description)
     return run.finish(extra=extra, carry=carry)

@@ -435,14 +435,11 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
     workers = cfg.workers or default_workers()
     sheet = cfg.out_dir / CONTACT_SHEET
 
-    todo = run.plan(tasks)
-    if not todo and run.nothing_to_do():
-        reporter.info(f"composite: nothing to do, all {len(tasks)} composites are up to date in {cfg.out_dir} (--force redoes them)")
+    todo = run.begin(tasks, "composites")
+    if todo is None:
         if cfg.contact_sheet and not sheet.exists():
             _contact_sheet(run, sheet, workers)
         return run.summary_from_previous()
-    if run.reused:
-        reporter.info(f"composite: {run.reused} composites unchanged, {len(todo)} to do")
     run.invalidate()
     with _single_threaded(workers == 1):
         run.map(process_composite, todo, workers=workers, shared=shared, description="composite")

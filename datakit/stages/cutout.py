@@ -200,12 +200,9 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
     # A segmenter session is loaded once and reused: model methods run in this process.
     workers = 1 if spec is not None else (cfg.workers or default_workers())
     extra: dict = {"method": cfg.method}
-    todo = run.plan(tasks)
-    if not todo and run.nothing_to_do():
-        reporter.info(f"cutout: nothing to do, all {len(tasks)} items are up to date in {out} (--force redoes them)")
+    todo = run.begin(tasks)
+    if todo is None:
         return run.summary_from_previous()
-    if run.reused:
-        reporter.info(f"cutout: {run.reused} items unchanged, {len(todo)} to do")
     if spec is not None and cfg.method == "rembg" and todo:
         _load_and_report(spec, reporter)  # load before the bar starts, so a bad model fails at once
     run.invalidate()

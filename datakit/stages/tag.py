@@ -337,12 +337,9 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
         tasks.append(Task(key=item.key, inputs=deps, params={"image": image, "caption": caption}, payload=item, source=item.key))
     run = StageRun("tag", cfg.out_dir, config, inputs_dir=cfg.input_dir, upstream=inputs.upstream, force=cfg.force,
                    reporter=reporter, pre_skipped=inputs.skipped)
-    todo = run.plan(tasks)
-    if not todo and run.nothing_to_do():
-        reporter.info(f"tag: nothing to do, all {len(tasks)} items are up to date in {run.out} (--force redoes them)")
+    todo = run.begin(tasks)
+    if todo is None:
         return run.summary_from_previous()
-    if run.reused:
-        reporter.info(f"tag: {run.reused} items unchanged, {len(todo)} to do")
 
     # Probabilities already computed by the same model for the same image bytes are reused (also how
     # --rethreshold works); only the rest go through the model.

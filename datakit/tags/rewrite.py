@@ -231,12 +231,9 @@ def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> dict | None:
         STAGE, cfg.out_dir, _config_dict(cfg), inputs_dir=cfg.input_dir, upstream=inputs.upstream,
         force=cfg.force, reporter=reporter, pre_skipped=inputs.skipped,
     )
-    todo = run.plan(tasks)
-    if not todo and run.nothing_to_do():
-        reporter.info(f"tags: nothing to do, all {len(tasks)} items are up to date in {run.out} (--force redoes them)")
+    todo = run.begin(tasks)
+    if todo is None:
         return run.summary_from_previous()
-    if run.reused:
-        reporter.info(f"tags: {run.reused} items unchanged, {len(todo)} to do")
     run.invalidate()
     workers = cfg.workers
     if workers is None:
