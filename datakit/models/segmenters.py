@@ -10,7 +10,6 @@ to fetch and where to put it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datakit.errors import DependencyError, ModelNotFoundError, UsageError
+from datakit.models import onnx_providers
 
 ENV_MODEL = "DATAKIT_REMBG_MODEL"
 
@@ -76,25 +76,9 @@ def resolve_segmenter(model: str, device: str = "auto") -> SegmenterSpec:
     return SegmenterSpec(name=model, path=None, device=device)
 
 
-def _cuda_driver_present() -> bool:
-    """True when the NVIDIA driver library loads (so trying the CUDA provider is worth it)."""
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
-
 def choose_providers(device: str, available: list[str]) -> list[str]:
     """Providers to ask onnxruntime for, best first, CPU always last."""
-    wanted: list[str] = []
-    if device == "cuda" or (device == "auto" and _cuda_driver_present()):
-        if "CUDAExecutionProvider" in available:
-            wanted.append("CUDAExecutionProvider")
-    elif device == "mps" and "CoreMLExecutionProvider" in available:
-        wanted.append("CoreMLExecutionProvider")
-    wanted.append("CPUExecutionProvider")
-    return wanted
+    return onnx_providers.choose_providers(device, available)
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import io
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from datakit.errors import DependencyError, ModelNotFoundError
+from datakit.models.onnx_providers import choose_providers
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "selected_tags.csv"
@@ -208,15 +208,6 @@ def load_for_tagger(path: Path, size: int) -> tuple[np.ndarray, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cuda_driver_present() -> bool:
-    """True when the NVIDIA driver library loads (so trying the CUDA provider is worth it)."""
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
-
 @dataclass
 class TaggerSession:
     """One onnxruntime session for a whole run, with what it needs to be fed."""
@@ -250,19 +241,8 @@ class TaggerSession:
 
 def _providers_for(device: str, available: list[str]) -> list:
     """Execution providers to ask for, best first; CPU always last as the fallback."""
-    cuda = (
-        "CUDAExecutionProvider",
-        # HEURISTIC: the default EXHAUSTIVE search re-benchmarks every new batch shape (slow first batches).
-        {"cudnn_conv_algo_search": "HEURISTIC", "device_id": 0},
-    )
-    wanted: list = []
-    if device == "cuda" or (device == "auto" and _cuda_driver_present()):
-        if "CUDAExecutionProvider" in available:
-            wanted.append(cuda)
-    elif device == "mps" and "CoreMLExecutionProvider" in available:
-        wanted.append("CoreMLExecutionProvider")
-    wanted.append("CPUExecutionProvider")
-    return wanted
+    # HEURISTIC: the default EXHAUSTIVE cuDNN search re-benchmarks every new batch shape (slow first batches).
+    return choose_providers(device, available, cuda_options={"cudnn_conv_algo_search": "HEURISTIC", "device_id": 0})
 
 
 def open_session(files: TaggerFiles, labels: Labels, *, device: str = "auto", threads: int | None = None) -> TaggerSession:

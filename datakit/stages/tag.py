@@ -26,6 +26,7 @@ from datakit.console import Reporter
 from datakit.errors import ImageError, UsageError
 from datakit.imageio import atomic_path, link_or_copy, open_image, write_text_atomic
 from datakit.inputs import InputItem, discover
+from datakit.models.onnx_providers import cuda_driver_present
 from datakit.manifest import hash_file
 from datakit.models import taggers
 from datakit.stage import StageRun, Task, TaskResult, default_workers
@@ -457,7 +458,7 @@ def _report_session(session: taggers.TaggerSession, cfg: TagConfig, batch: int, 
         reporter.info(f"tag: note: the model's batch dimension is fixed at {session.fixed_batch}, so batches of {batch}{ignored}")
     if cfg.device == "cuda" and not session.on_gpu:
         reporter.warn(f"--device cuda requested but onnxruntime fell back to CPU: {_CUDA_HINT}")
-    elif cfg.device == "auto" and not session.on_gpu and taggers._cuda_driver_present():
+    elif cfg.device == "auto" and not session.on_gpu and cuda_driver_present():
         reporter.warn(f"an NVIDIA driver is present but onnxruntime runs the tagger on CPU: {_CUDA_HINT}")
     elif cfg.device == "mps" and not session.on_gpu:
         reporter.warn("--device mps requested but onnxruntime has no CoreML provider here; running on CPU")
