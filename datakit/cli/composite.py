@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         bg_tags: Annotated[Optional[List[str]], typer.Option("--bg-tag", help="Tags for --bg-engine folder photos that have no caption (repeatable).", show_default=False)] = None,
         bg_option: Annotated[Optional[List[str]], typer.Option("--bg-option", help="Any other backgrounds-stage option as KEY=VALUE (repeatable).", show_default=False)] = None,
         per_background: Annotated[int, typer.Option("--per-background", "-k", min=1, help="Composites per background (names get _k<n>).")] = 1,
-        ground_y: Annotated[str, typer.Option("--ground-y", help="Ground line of backgrounds that do not give one: auto (lower part of the frame), none (no ground) or a fraction of the height from the top.")] = "auto",
+        ground_y: Annotated[str, typer.Option("--ground-y", help="Ground line of backgrounds that do not give one: auto (estimated from the image's horizon or floor line; the lower part of the frame when none is found), none (no ground) or a fraction of the height from the top.")] = "auto",
         framing: Annotated[str, typer.Option("--framing", help="Mix of framings: full body, upper body, close-up (portrait).")] = "full=0.6,upper=0.3,close=0.1",
         height_range: Annotated[str, typer.Option("--height-range", help="Full-body subject height as a fraction of the frame height, MIN-MAX.")] = "0.35-0.9",
         rotate: Annotated[float, typer.Option("--rotate", min=0, max=45, help="Tilt the subject by up to this many degrees (0: never).")] = 0.0,

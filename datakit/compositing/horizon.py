@@ -1,21 +1,23 @@
 """Where the ground is in a background that does not say: the horizon / floor line, estimated.
 
 A plain image folder (the user's own photos) has no `ground_y`. Most scenes that have a ground show
-it as a long, near-horizontal boundary: sky over land or sea, a wall over a floor. On a grey copy
-downscaled to ~128 px we score every row of the middle band by
+it as a long, near-horizontal boundary: sky over land or sea, a wall over a floor. On a Lab copy
+downscaled to 128 px wide we score every row of the middle band by
 
 - how long an edge it carries: the vertical gradient that most of the columns share (a per-column
   maximum over a few rows, so a slightly tilted or wavy line still counts), and
-- how different the image is above vs below it: a colour/texture contrast between the two bands
-  (sky is smoother and usually brighter or bluer than the ground).
+- how different the image is above vs below it: colour means and texture of the two bands.
 
-The best row is the horizon; its score gives a confidence. A subject standing on a ground plane seen
-from eye height has its feet well below the horizon (feet on the horizon would mean infinitely far
-away), so the ground line handed to placement is part-way from the horizon to the bottom edge, the
-same convention the procedural backgrounds use. No convincing line (a flat image, a sky, a close-up
-texture): None, and placement keeps its lower-part-of-the-frame default.
+The best row (the lower of two similar ones: a room's floor seam, not its ceiling's) is the horizon.
+Its confidence falls when the edge does not stand out of the calmer rows above it (clouds, bokeh
+and stars make many weak lines) and when what lies below it is sky blue (a cloud bank's lower edge).
+A subject standing on a ground plane seen from eye height has its feet well below the horizon (feet
+on the horizon would mean infinitely far away), so the ground line handed to placement is part-way
+from the horizon to the bottom edge, the same convention the procedural backgrounds use. No
+convincing line (a flat image, a sky, a close-up texture): None, and placement keeps its
+lower-part-of-the-frame default.
 
-Pure numpy/OpenCV on a fixed-size thumbnail: deterministic and about a millisecond per image.
+Pure numpy/OpenCV on a small thumbnail: deterministic, a few milliseconds per 1024 px image.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# Recorded in each estimated composite's task parameters: bump it when estimates change, so the
+# composites that used the old ones are redone.
+ESTIMATOR_VERSION = 1
 # Width of the thumbnail every estimate works on (height follows the aspect ratio, capped).
 WORK_WIDTH = 128
 MAX_WORK_HEIGHT = 256
@@ -36,9 +41,20 @@ CONTRAST_SPAN = 0.18
 # Share of the columns that must carry the edge for it to count as "long".
 EDGE_COVERAGE = 0.6
 # Where feet go between the horizon and the bottom edge (procedural backgrounds stand at 0.55-0.75).
-STAND_FRACTION = 0.62
-# Below this confidence the estimate is not used.
-MIN_CONFIDENCE = 0.35
+STAND_FRACTION = 0.65
+# Calibration, on the procedural scenes (tests/test_composite_horizon.py): a horizon's edge stands
+# PEAK_RATIO times above the median edge of the rows above it or more, and sqrt(edge x contrast)
+# (Lab units) is ~15-60 for sky/ground or wall/floor lines, under ~8 for skies, space, underwater.
+PEAK_RATIO = 6.0
+FULL_QUALITY = 24.0
+# Row weight from the top to the bottom of the image when choosing between lines.
+LOWER_PREFERENCE = (0.8, 1.2)
+# Lab b* of what lies below the line: at NEUTRAL_B or warmer it may be any ground; by SKY_BLUE_B it
+# is most likely more sky (the factor is then 0.3).
+NEUTRAL_B = -10.0
+SKY_BLUE_B = -20.0
+# Below this confidence the estimate is not used (quality 8: above every no-ground sky tried).
+MIN_CONFIDENCE = 1.0 / 3.0
 
 
 @dataclass(frozen=True)
@@ -84,13 +100,22 @@ def _contrast_profile(lab: np.ndarray) -> np.ndarray:
     detail = np.abs(light - cv2.GaussianBlur(light, (0, 0), 1.5))
     feats = np.concatenate([lab.mean(axis=1), detail.mean(axis=1, keepdims=True) * 2.0], axis=1)
     csum = np.vstack([np.zeros((1, feats.shape[1]), np.float64), np.cumsum(feats, axis=0, dtype=np.float64)])
+    ys = np.arange(1, h)
+    a0, b1 = np.maximum(0, ys - span), np.minimum(h, ys + span)
+    above = (csum[ys] - csum[a0]) / (ys - a0)[:, None]
+    below = (csum[b1] - csum[ys]) / (b1 - ys)[:, None]
     out = np.zeros(h, np.float32)
-    for y in range(1, h):
-        a0, b1 = max(0, y - span), min(h, y + span)
-        above = (csum[y] - csum[a0]) / (y - a0)
-        below = (csum[b1] - csum[y]) / (b1 - y)
-        out[y] = float(np.linalg.norm(above - below))
+    out[1:] = np.linalg.norm(above - below, axis=1)
     return out
+
+
+def _ground_likeness(below: np.ndarray) -> float:
+    """1 for ground-coloured pixels below the line, down to 0.3 for sky blue (a cloud bank's lower
+    edge is a line too, with more sky under it). Snow and water are bluish but pass mostly."""
+    if below.size == 0:
+        return 1.0
+    blueness = float(below[..., 2].mean())  # Lab b*: negative is blue
+    return float(np.clip((blueness - SKY_BLUE_B) / (NEUTRAL_B - SKY_BLUE_B), 0.3, 1.0))
 
 
 def estimate_horizon(rgb: np.ndarray) -> Horizon | None:
@@ -103,14 +128,17 @@ def estimate_horizon(rgb: np.ndarray) -> Horizon | None:
     contrast = _contrast_profile(lab)
     lo, hi = int(BAND[0] * h), int(BAND[1] * h)
     # Both cues must agree: an edge that is not a boundary between different regions (a stripe, a
-    # plank joint) or a slow gradient with no edge (a sky) scores low. sqrt keeps the units of each.
+    # plank joint) or a slow gradient with no edge (a sky) scores low. sqrt keeps Lab units.
     score = np.sqrt(edge * contrast)
-    y = lo + int(np.argmax(score[lo:hi]))
-    # Confidence: a long edge of a few Lab units per row between regions >~10 Lab units apart is a
-    # clear horizon; the figures were set on photos-like procedural scenes (see the tests).
-    strength = float(edge[y]) / 2.0
-    separation = float(contrast[y]) / 12.0
-    confidence = float(np.clip(min(strength, separation, 1.0), 0.0, 1.0))
+    # Of two similar lines the lower one wins: in a room the floor seam, not the ceiling's.
+    prior = LOWER_PREFERENCE[0] + (LOWER_PREFERENCE[1] - LOWER_PREFERENCE[0]) * np.arange(h, dtype=np.float32) / h
+    y = lo + int(np.argmax((score * prior)[lo:hi]))
+    # A horizon is one line standing out above calm rows (sky, wall); clouds, bokeh and stars give
+    # many weak, similar ones.
+    calm = float(np.median(edge[lo // 2 : max(lo // 2 + 1, y - 2)]))
+    peak = float(edge[y]) / (calm + 0.05)
+    quality = float(score[y]) * min(1.0, peak / PEAK_RATIO) * _ground_likeness(lab[y + 1 :])
+    confidence = float(np.clip(quality / FULL_QUALITY, 0.0, 1.0))
     if confidence < MIN_CONFIDENCE:
         return None
     horizon = (y + 0.5) / h

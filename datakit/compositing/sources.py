@@ -49,6 +49,9 @@ class Background:
     tags: list[str] = field(default_factory=list)
     ground_y: float | None = None  # fraction of the height from the top; None: no ground / unknown
     ground_known: bool = False  # True when a backgrounds manifest said where (or that there is no) ground
+    # Who said where the ground is: "manifest" (a backgrounds manifest), "option" (--ground-y), or
+    # "none" (nobody: the composite worker estimates it from the image, see horizon.py).
+    ground_source: str = "none"
     scene: str | None = None
 
 
@@ -117,6 +120,7 @@ def check_background(item: InputItem) -> Background:
     return Background(
         key=item.key, path=item.path, stem=item.stem, caption=item.caption, width=width, height=height,
         tags=tags, ground_y=ground, ground_known=ground_known, scene=row.get("scene"),
+        ground_source="manifest" if ground_known else "none",
     )
 
 

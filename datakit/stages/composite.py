@@ -18,6 +18,7 @@ import numpy as np
 
 from datakit.captions import format_caption, parse_caption
 from datakit.compositing.captions import composite_tags
+from datakit.compositing.horizon import ESTIMATOR_VERSION, estimate_horizon
 from datakit.compositing.contact_sheet import CELL as THUMB_CELL
 from datakit.compositing.placement import (
     FRAMING_TAGS,
@@ -73,8 +74,8 @@ class CompositeConfig:
     bg_tags: list[str] | None = None
     bg_options: dict = field(default_factory=dict)  # more BackgroundsConfig fields, passed through
     per_background: int = 1
-    # Ground line for backgrounds that do not say (a plain image folder): "auto" (feet in the lower part
-    # of the frame), "none" (no ground: anywhere, no shadows) or a fraction of the height from the top.
+    # Ground line for backgrounds that do not say (a plain image folder): "auto" (estimated from the
+    # image's horizon / floor line; feet in the lower part of the frame when none is found), "none" (no ground: anywhere, no shadows) or a fraction of the height from the top.
     ground_y: str = "auto"
     framing: str = "full=0.6,upper=0.3,close=0.1"
     height_range: str = "0.35-0.9"  # full-body subject height / frame height
@@ -245,6 +246,8 @@ def build_tasks(cfg: CompositeConfig, subjects: list[Subject], backgrounds: list
                 params={
                     "subject": subj.key, "background": bg.key, "framing": framing, "bg_tags": bg.tags,
                     "ground_y": bg.ground_y, "ground_known": bg.ground_known,
+                    # Folder backgrounds get an estimated ground line: a better estimator redoes them.
+                    **({"ground_estimate": ESTIMATOR_VERSION} if bg.ground_source == "none" else {}),
                 },
                 payload={"subject": subj, "background": bg},
                 source=f"{subj.key} on {bg.key}",
@@ -266,11 +269,11 @@ def _encode(img: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _fitted_ground(bg: Background, scale: float, crop_y: int, out_h: int) -> float | None:
+def _fitted_ground(ground_y: float | None, bg_height: int, scale: float, crop_y: int, out_h: int) -> float | None:
     """The ground line as a fraction of the output frame, after cover-resizing and cropping."""
-    if bg.ground_y is None:
+    if ground_y is None:
         return None
-    y = (bg.ground_y * bg.height * scale - crop_y) / out_h
+    y = (ground_y * bg_height * scale - crop_y) / out_h
     return float(min(1.0, max(0.05, y)))
 
 
@@ -320,12 +323,14 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
     fitted, bg_scale, crop_x, crop_y = fit_background(bg_rgb, out_w, out_h, effect_rng(task.seed, "background"))
     if bg_scale > UPSCALE_WARNING:
         warnings.append(f"background enlarged {bg_scale:.1f}x to {out_w}x{out_h}: it will look soft")
-    ground_y = _fitted_ground(bg, bg_scale, crop_y, out_h)
+    ground = _background_ground(bg, bg_rgb)
+    ground_y = _fitted_ground(ground["ground_y"], bg_rgb.shape[0], bg_scale, crop_y, out_h)
+    horizon_y = _fitted_ground(ground["horizon_y"], bg_rgb.shape[0], bg_scale, crop_y, out_h)
 
     shape = shape_from_alpha(rgba[..., 3])
     placement = choose_placement(
         effect_rng(task.seed, "placement"), framing, shape, out_w, out_h,
-        ground_y=ground_y, ground_known=bg.ground_known, full_range=shared["full_range"],
+        ground_y=ground_y, ground_known=ground["known"], full_range=shared["full_range"],
         max_rotation=shared["rotate"], flip_probability=0.5 if shared["flip"] else 0.0,
     )
     warnings += placement.notes
@@ -334,7 +339,7 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
 
     image, effects = render(
         fitted, rgba, shape, placement, seed=task.seed, disabled=shared["disabled"],
-        ground_known=bg.ground_known, out_format=shared["format"],
+        ground_known=ground["known"], out_format=shared["format"],
     )
 
     subject_tags = parse_caption(read_caption_file(subj.caption)) if subj.caption is not None else []
@@ -361,12 +366,34 @@ def process_composite(task: Task, shared: dict) -> TaskResult:
         "scene": bg.scene,
         "framing": framing,
         "size": [out_w, out_h],
+        # The ground line in this composite (fraction of its height), who said where it is, and for
+        # an estimate its confidence and the horizon / floor line it came from.
+        "ground_source": ground["source"],
+        "ground_y": None if ground_y is None else round(ground_y, 4),
+        "ground_confidence": ground["confidence"],
+        "horizon_y": None if horizon_y is None else round(horizon_y, 4),
         "background_fit": {"scale": round(bg_scale, 4), "crop": [crop_x, crop_y], "ground_y": None if ground_y is None else round(ground_y, 4)},
         "placement": placement.to_row(),
         "effects": effects,
         "dropped_tags": dropped,
     }
     return TaskResult(key=task.key, outputs=[image_name, caption_name], row=row, warnings=warnings)
+
+
+def _background_ground(bg: Background, bg_rgb: np.ndarray) -> dict:
+    """Where the background's ground is (fraction of its height), who says so, and how sure we are.
+
+    A manifest or --ground-y is taken as given; otherwise the horizon / floor line is estimated from
+    the image (a pure function of its pixels, so every worker gets the same answer). No convincing
+    line: unknown, and placement keeps feet in the lower part of the frame.
+    """
+    if bg.ground_source != "none":
+        return {"source": bg.ground_source, "ground_y": bg.ground_y, "known": bg.ground_known, "confidence": None, "horizon_y": None}
+    est = estimate_horizon(bg_rgb)
+    if est is None:
+        return {"source": "none", "ground_y": None, "known": False, "confidence": None, "horizon_y": None}
+    row = est.to_row()
+    return {"source": "estimated", "ground_y": row["ground_y"], "known": True, "confidence": row["confidence"], "horizon_y": row["horizon_y"]}
 
 
 def _write_thumbnail(image: np.ndarray, dest: Path, size: int) -> None:
@@ -416,6 +443,7 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
         for bg in backgrounds:
             if not bg.ground_known:
                 bg.ground_known, bg.ground_y = parsed["ground"]
+                bg.ground_source = "option"
 
     trigger = (upstream or {}).get("carry", {}).get("trigger")
     shared = {

@@ -113,9 +113,13 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
         if fam == "sdxl":
             raise UsageError("hypernetworks for SDXL are not supported: A1111 and ComfyUI have no 2048-wide modules; "
                              "train a LoRA (--method lora) for SDXL")
-        est = T.estimate(plan, cfg, fam, device_type)
+        est = T.estimate(plan, cfg, fam, device_type, mixed)
         reporter.info(f"estimate ({fam}, {device_type}, {mixed}): ~{est['memory_gb']} GB, ~{est['seconds_per_step']} s/step "
                       "(rough; a hypernetwork trains at about LoRA's speed)")
+        from datakit.train.estimate import describe
+
+        for line in describe(est):
+            reporter.info(line)
         return {"stage": "train", "method": "hypernetwork", "dry_run": True, "plan": asdict(plan), "estimate": est,
                 "overrides": overrides, "notes": spec.notes, "output_name": name, "skipped": skipped,
                 "counts": {"in": len(entries) + len(skipped), "out": 0, "skipped": len(skipped)}}

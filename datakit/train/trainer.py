@@ -94,24 +94,11 @@ def make_plan(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry], wor
     )
 
 
-# Rough figures for the dry-run estimate (parameters of the UNet / text encoders, fp32 bytes).
-FAMILY_PARAMS = {"sd1": (859.5e6, 123e6), "sd2": (865.9e6, 340e6), "sdxl": (2567.5e6, 817e6)}
+def estimate(plan: Plan, cfg: TrainConfig, family: str, device_type: str, mixed: str | None = None) -> dict:
+    """Rough memory and time estimate from the base model's configs (datakit.train.estimate), no weights loaded."""
+    from datakit.train.estimate import estimate as model_based
 
-
-def estimate(plan: Plan, cfg: TrainConfig, family: str, device_type: str) -> dict:
-    """Very rough memory and time estimate, so a user sees a 10-hour plan before starting it."""
-    unet_p, te_p = FAMILY_PARAMS.get(family, FAMILY_PARAMS["sd1"])
-    half = cfg.mixed_precision in ("fp16", "bf16") or (cfg.mixed_precision == "auto" and device_type == "cuda")
-    weights = (unet_p + te_p) * (2 if half else 4)
-    px = plan.resolution[0] * plan.resolution[1]
-    act_per_img = (3.0e9 if family == "sdxl" else 1.6e9) * px / (1024 * 1024 if family == "sdxl" else 512 * 512)
-    if cfg.gradient_checkpointing:
-        act_per_img /= 4
-    mem = weights + act_per_img * plan.batch_size
-    step_s = {"cuda": 0.25 if family != "sdxl" else 0.8, "cpu": 30.0, "mps": 3.0}.get(device_type, 1.0)
-    step_s *= plan.batch_size * cfg.grad_accum * px / (512 * 512 if family != "sdxl" else 1024 * 1024)
-    return {"memory_gb": round(mem / 2**30, 1), "seconds_per_step": round(step_s, 2),
-            "total_minutes": round(step_s * plan.max_steps / 60, 1)}
+    return model_based(plan, cfg, family, device_type, mixed)
 
 
 def family_guess(model: str, cfg: TrainConfig) -> str:
@@ -230,9 +217,14 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
                   f" x {world} process(es) x {cfg.grad_accum} accumulation")
     if cfg.dry_run:
         fam = family_guess(cfg.base_model, cfg)
-        est = estimate(plan, cfg, fam, device_type)
+        est = estimate(plan, cfg, fam, device_type, mixed)
+        fam = est.get("family", fam)
         reporter.info(f"estimate ({fam}, {device_type}, {mixed}): ~{est['memory_gb']} GB, ~{est['seconds_per_step']} s/step, "
                       f"~{est['total_minutes']} min in all (rough)")
+        from datakit.train.estimate import describe
+
+        for line in describe(est):
+            reporter.info(line)
         return {"stage": "train", "dry_run": True, "plan": asdict(plan), "estimate": est, "overrides": overrides,
                 "notes": spec.notes, "counts": {"in": len(entries) + len(skipped), "out": 0, "skipped": len(skipped)},
                 "skipped": skipped, "output_name": output_name}
