@@ -36,7 +36,6 @@ When the configs cannot be read, the estimate falls back to a per-family table, 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,11 +341,18 @@ def estimate(plan, cfg, family: str, device_type: str, mixed: str | None = None)
         configs = locate_configs(cfg.base_model, family=cfg.family, config_dir=cfg.config_dir)
         meta = build_meta_model(configs)
     except (DatakitError, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        est = family_table_estimate(plan, cfg, family, device_type, mixed)
-        est["notes"].append(f"the base model's configs could not be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                            f"using typical {family} figures")
-        return est
-    return model_estimate(plan, cfg, meta, device_type, mixed, source=configs.source, notes=configs.notes)
+        return _fallback(plan, cfg, family, device_type, mixed, "the base model's configs could not be read", exc)
+    try:
+        return model_estimate(plan, cfg, meta, device_type, mixed, source=configs.source, notes=configs.notes)
+    except Exception as exc:  # an unusual architecture the meta pass cannot run must not stop a dry run
+        return _fallback(plan, cfg, meta.family, device_type, mixed, "the model could not be profiled on the meta device", exc)
+
+
+def _fallback(plan, cfg, family: str, device_type: str, mixed: str | None, why: str, exc: BaseException) -> dict:
+    est = family_table_estimate(plan, cfg, family, device_type, mixed)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    est["notes"].append(f"{why} ({detail}); using typical {family} figures")
+    return est
 
 
 def model_estimate(plan, cfg, meta: MetaModel, device_type: str, mixed: str | None = None, *,
