@@ -9,6 +9,7 @@ subject, so the cost does not grow with the frame size.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -23,9 +24,11 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # ------------------------------------------------------------------------------------------------
 def premultiply(rgba: np.ndarray) -> np.ndarray:
     """uint8 RGBA with straight alpha -> uint8 RGBA with premultiplied colour (rounded)."""
-    a = rgba[..., 3:4].astype(np.uint16)
-    rgb = (rgba[..., :3].astype(np.uint16) * a + 127) // 255
-    return np.dstack([rgb.astype(np.uint8), rgba[..., 3]])
+    # OpenCV multiplies in 8 bits with rounding: round(c * a / 255), the same as (c * a + 127) // 255
+    # (c * a is an integer, so the exact quotient is never a tie), channel by channel: 4x faster than
+    # numpy's 16-bit arithmetic on interleaved channels.
+    r, g, b, a = cv2.split(rgba)
+    return cv2.merge([cv2.multiply(r, a, scale=1.0 / 255.0), cv2.multiply(g, a, scale=1.0 / 255.0), cv2.multiply(b, a, scale=1.0 / 255.0), a])
 
 
 def resize_layer(premultiplied: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,11 +41,11 @@ def resize_layer(premultiplied: np.ndarray, width: int, height: int) -> tuple[np
     h, w = premultiplied.shape[:2]
     down = width * height <= w * h
     out = cv2.resize(premultiplied, (width, height), interpolation=cv2.INTER_AREA if down else cv2.INTER_CUBIC)
-    out = out.astype(np.float32) * (1.0 / 255.0)
-    a2 = np.ascontiguousarray(out[..., 3])
+    r, g, b, alpha = cv2.split(out)
     # Premultiplied colour can never exceed its alpha; bicubic overshoot would draw a bright rim.
-    p2 = np.minimum(out[..., :3], a2[..., None])
-    return p2, a2
+    # (Clamped in 8 bits, per plane, before the conversion: the same result at a fraction of the cost.)
+    colour = cv2.merge([cv2.min(r, alpha), cv2.min(g, alpha), cv2.min(b, alpha)])
+    return to_float(colour), to_float(alpha)
 
 
 def rotate_layer(p: np.ndarray, a: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -72,8 +75,10 @@ def gaussian(img: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def to_float(img: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 0..1 in one pass."""
-    return np.multiply(img, np.float32(1.0 / 255.0), dtype=np.float32)
+    """uint8 -> float32 0..1 (a cast then an in-place scale: numpy's mixed-type multiply is ~5x slower)."""
+    out = img.astype(np.float32)
+    out *= np.float32(1.0 / 255.0)
+    return out
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -100,15 +105,28 @@ def sharpness(gray: np.ndarray) -> float:
     return float(np.clip((ratio - 0.15) / 0.45, 0.0, 1.0))
 
 
+# Statistics of large regions are taken on every other row and column: a quarter of the pixels
+# gives the same median / mean to well under a percent, and sorting is the costly part.
+SAMPLE_ABOVE = 256 * 256
+
+
+def _sampled(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every other row and column of each array when they are large, else the arrays as they are."""
+    if arrays[0].shape[0] * arrays[0].shape[1] <= SAMPLE_ABOVE:
+        return arrays
+    return tuple(np.ascontiguousarray(x[::2, ::2]) for x in arrays)
+
+
 def noise_level(gray: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Robust estimate of the per-pixel noise sigma (median absolute high-pass, 0..1 units)."""
     hp = gray - cv2.GaussianBlur(gray, (0, 0), 1.0)
     if weights is not None:
+        hp, weights = _sampled(hp, weights)
         values = np.abs(hp[weights > 0.98])
         if values.size < 64:
             return 0.0
     else:
-        values = np.abs(hp).ravel()
+        values = np.abs(_sampled(hp)[0]).ravel()
     # 1.4826 * MAD is sigma for Gaussian noise; a sigma-1 high-pass keeps ~0.75 of white noise.
     return float(np.median(values) * 1.4826 / 0.75)
 
@@ -132,14 +150,20 @@ def feather(p: np.ndarray, a: np.ndarray, sigma: float) -> tuple[np.ndarray, np.
     bleed_sigma = max(sigma * 1.5, 1.0)
     pb = cv2.GaussianBlur(p, (0, 0), bleed_sigma, borderType=cv2.BORDER_REPLICATE)
     ab = cv2.GaussianBlur(a, (0, 0), bleed_sigma, borderType=cv2.BORDER_REPLICATE)
-    bled = pb / np.maximum(ab, EPS)[..., None]
-    straight = p + bled * (1.0 - a)[..., None]
-    return np.clip(straight, 0.0, 1.0), a_f
+    # straight = p + (pb / ab) * (1 - a): the per-pixel factor is worked out on one channel, and the
+    # three-channel work is done in place (these arrays are the size of the subject).
+    gain = (1.0 - a) / np.maximum(ab, EPS)
+    pb *= gain[..., None]
+    pb += p
+    return np.clip(pb, 0.0, 1.0, out=pb), a_f
 
 
 def harmonise(colour: np.ndarray, weight: np.ndarray, bg: np.ndarray, bg_weight: np.ndarray, strength: float, tint: float) -> tuple[np.ndarray, dict]:
     """Move the subject's brightness/contrast a little toward the background's (colours keep their hue)."""
-    y_s, y_b = luminance(colour), luminance(bg)
+    # The statistics come from a sample of the pixels; the change itself is applied to all of them.
+    c_s, w_s, b_s, bw_s = _sampled(colour, weight, bg, bg_weight)
+    y_s, y_b = luminance(c_s), luminance(b_s)
+    weight, bg_weight = w_s, bw_s
     ws, wb = weight.sum(), bg_weight.sum()
     if ws < 16 or wb < 16:
         return colour, {"skipped": "too few pixels"}
@@ -149,20 +173,37 @@ def harmonise(colour: np.ndarray, weight: np.ndarray, bg: np.ndarray, bg_weight:
     sd_b = math.sqrt(max(float((((y_b - mu_b) ** 2) * bg_weight).sum() / wb), 1e-6))
     gain = float(np.clip(1.0 + strength * (sd_b / sd_s - 1.0), 0.85, 1.15))
     shift = float(np.clip(strength * (mu_b - mu_s), -0.08, 0.08))
-    out = (colour - mu_s) * gain + mu_s + shift
     # A faint cast of the background's average colour, relative to its grey.
-    bg_mean = (bg * bg_weight[..., None]).sum(axis=(0, 1)) / wb
+    bg_mean = (b_s * bg_weight[..., None]).sum(axis=(0, 1)) / wb
     cast = (bg_mean - bg_mean.mean()) * tint
-    out = out + cast.astype(np.float32)
-    return np.clip(out, 0.0, 1.0), {"gain": round(gain, 4), "shift": round(shift, 4), "cast": [round(float(c), 4) for c in cast]}
+    # (colour - mu_s) * gain + mu_s + shift + cast, as one affine pass over the three channels.
+    m = np.zeros((3, 4), dtype=np.float64)
+    for c in range(3):
+        m[c, c] = gain
+        m[c, 3] = mu_s * (1.0 - gain) + shift + float(cast[c])
+    out = cv2.transform(np.ascontiguousarray(colour, dtype=np.float32), m)
+    return np.clip(out, 0.0, 1.0, out=out), {"gain": round(gain, 4), "shift": round(shift, 4), "cast": [round(float(c), 4) for c in cast]}
 
 
 def add_grain(colour: np.ndarray, sigma: float, rng: np.random.Generator, *, mono: bool) -> np.ndarray:
     """Gaussian grain of `sigma` (0..1 units), luminance-only or per channel."""
     h, w = colour.shape[:2]
     shape = (h, w, 1) if mono else (h, w, 3)
-    noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
-    return np.clip(colour + noise, 0.0, 1.0)
+    # Inverse-CDF sampling from 16-bit uniform integers: a true Gaussian (tails cut at 4.3 sigma)
+    # at a third of the cost of standard_normal, which was a large share of a composite.
+    table = _normal_quantiles() * np.float32(sigma)
+    noise = np.take(table, rng.integers(0, 1 << 16, size=shape, dtype=np.uint16))
+    out = colour + noise
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+@functools.cache
+def _normal_quantiles() -> np.ndarray:
+    """The standard normal's quantiles at the centres of 65536 equal-probability bins (float32)."""
+    from statistics import NormalDist
+
+    inv = NormalDist().inv_cdf
+    return np.array([inv((i + 0.5) / 65536.0) for i in range(65536)], dtype=np.float32)
 
 
 def light_wrap(comp: np.ndarray, bg: np.ndarray, a_f: np.ndarray, radius: float, strength: float) -> np.ndarray:
@@ -172,8 +213,16 @@ def light_wrap(comp: np.ndarray, bg: np.ndarray, a_f: np.ndarray, radius: float,
     scene adds nothing (blending toward a dark background would draw a dark outline instead).
     """
     rim = a_f * (1.0 - gaussian(a_f, radius))
-    w = (np.clip(rim * 2.0, 0.0, 1.0) * strength)[..., None]
-    return 1.0 - (1.0 - comp) * (1.0 - w * gaussian(bg, radius))
+    w = np.clip(rim * 2.0, 0.0, 1.0) * strength
+    # Screen: 1 - (1 - comp) * (1 - L) = comp + L * (1 - comp), with L = w * blurred bg; the three-
+    # channel work in place on the blurred copy (one temporary instead of five).
+    light = gaussian(bg, radius)
+    light = light.copy() if light is bg else light
+    light *= w[..., None]
+    out = 1.0 - comp
+    out *= light
+    out += comp
+    return out
 
 
 def contact_shadow(shape: tuple[int, int], cx: float, cy: float, half_w: float, half_h: float, blur: float) -> np.ndarray:

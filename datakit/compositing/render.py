@@ -187,17 +187,19 @@ def render(
         (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)), frame_w, frame_h
     )
     rh, rw = ry1 - ry0, rx1 - rx0
+    # The subject's own region (inside the shadows' one): the colour effects only matter where the
+    # feathered alpha reaches, and a cast shadow can make the whole region several times larger.
+    qx0, qy0, qx1, qy1 = _clip_box(boxes[0], frame_w, frame_h)
+    qh, qw = qy1 - qy0, qx1 - qx0
 
-    # The layer in region coordinates (clipped where it leaves the frame).
-    pr = np.zeros((rh, rw, 3), dtype=np.float32)
-    ar = np.zeros((rh, rw), dtype=np.float32)
-    sx0, sy0 = max(0, rx0 - x0), max(0, ry0 - y0)
-    sx1, sy1 = min(lw, rx1 - x0), min(lh, ry1 - y0)
-    dx0, dy0 = x0 + sx0 - rx0, y0 + sy0 - ry0
+    # The layer in subject-region coordinates (clipped where it leaves the frame).
+    pr = np.zeros((qh, qw, 3), dtype=np.float32)
+    ar = np.zeros((qh, qw), dtype=np.float32)
+    sx0, sy0 = max(0, qx0 - x0), max(0, qy0 - y0)
+    sx1, sy1 = min(lw, qx1 - x0), min(lh, qy1 - y0)
+    dx0, dy0 = x0 + sx0 - qx0, y0 + sy0 - qy0
     pr[dy0 : dy0 + sy1 - sy0, dx0 : dx0 + sx1 - sx0] = p[sy0:sy1, sx0:sx1]
     ar[dy0 : dy0 + sy1 - sy0, dx0 : dx0 + sx1 - sx0] = a[sy0:sy1, sx0:sx1]
-
-    bg_roi = bl.to_float(bg[ry0:ry1, rx0:rx1])
 
     # Shadows darken the ground before the subject is laid on it.
     shadow = None
@@ -208,7 +210,11 @@ def render(
         cs = bl.cast_shadow(a, (x0 - rx0, y0 - ry0), feet_y - ry0, (rh, rw), cast["squash"], cast["shear"], cast["blur"]) * cast["opacity"]
         shadow = cs if shadow is None else 1.0 - (1.0 - shadow) * (1.0 - cs)
     if shadow is not None:
-        bg_roi = bg_roi * (1.0 - shadow)[..., None]
+        shaded = bl.to_float(bg[ry0:ry1, rx0:rx1])
+        shaded *= (1.0 - shadow)[..., None]
+        bg_roi = shaded[qy0 - ry0 : qy1 - ry0, qx0 - rx0 : qx1 - rx0]
+    else:
+        bg_roi = bl.to_float(bg[qy0:qy1, qx0:qx1])
 
     if plan["feather"]["on"]:
         colour, a_f = bl.feather(pr, ar, plan["feather"]["sigma"])
@@ -220,13 +226,17 @@ def render(
     if plan["grain"]["on"]:
         colour = bl.add_grain(colour, plan["grain"]["sigma"], effect_rng(seed, "grain-noise"), mono=plan["grain"]["mono"])
 
-    alpha3 = a_f[..., None]
-    comp = bg_roi * (1.0 - alpha3) + colour * alpha3
+    # comp = bg * (1 - a) + colour * a, as bg + (colour - bg) * a in place (colour is ours to reuse).
+    comp = np.subtract(colour, bg_roi, out=colour)
+    comp *= a_f[..., None]
+    comp += bg_roi
     if plan["light_wrap"]["on"]:
         comp = bl.light_wrap(comp, bg_roi, a_f, plan["light_wrap"]["radius"], plan["light_wrap"]["strength"])
 
     out = bg.copy()
-    out[ry0:ry1, rx0:rx1] = bl.to_uint8(comp)
+    if shadow is not None:
+        out[ry0:ry1, rx0:rx1] = bl.to_uint8(shaded)
+    out[qy0:qy1, qx0:qx1] = bl.to_uint8(comp)
     art = plan["artefacts"]
     if art["on"]:
         out = bl.shared_artefacts(out, art["kind"], art["value"])
