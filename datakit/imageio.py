@@ -138,7 +138,7 @@ def open_image(path: str | os.PathLike, *, limit: int | None = None) -> LoadedIm
     except OSError as exc:
         raise ImageError(f"cannot read ({exc.strerror})") from exc
     if size == 0:
-        raise ZeroByteImage(f"zero-byte file")
+        raise ZeroByteImage("zero-byte file")
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -171,7 +171,7 @@ def open_image(path: str | os.PathLike, *, limit: int | None = None) -> LoadedIm
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"{exc} (raise DATAKIT_MAX_PIXELS if the file is genuine)") from exc
     except UnidentifiedImageError as exc:
-        raise NotAnImage(f"not an image Pillow can read") from exc
+        raise NotAnImage("not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc)
         if "truncated" in msg or "broken data stream" in msg or isinstance(exc, EOFError) or "end of file" in msg.lower():

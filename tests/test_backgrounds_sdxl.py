@@ -14,15 +14,8 @@ from datakit.models.diffusion import build_tiny_pipeline
 from datakit.stages.backgrounds import DEFAULT_NEGATIVE, BackgroundsConfig, run_backgrounds
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and stay fast on a machine busy with other work."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run fastest on one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

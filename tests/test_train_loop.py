@@ -26,13 +26,8 @@ def sdxl(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("sdxl") / "model", "sdxl")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared, loaded CPU two threads spin-wait badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run fastest on one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(model, dataset, out, **kw):

@@ -14,13 +14,8 @@ from datakit.train.lora import LoRANetwork, text_encoder_targets, to_sgm_path, u
 from datakit.train.testing import build_tiny_pipeline
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared, loaded CPU two threads spin-wait badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run fastest on one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _meta_model(family: str):

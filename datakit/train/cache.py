@@ -67,13 +67,41 @@ def _mask_to_latent(mask: np.ndarray, down: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def pixel_batches(entries, spec, todo: list[tuple[int, str]], *, batch_size: int, device, dtype,
+                  bad: set[int], skipped: list | None):
+    """Yield (pixels, [(index, key, subset, mask)]) for the images still to encode, one bucket per batch.
+
+    Images that cannot be read are added to `bad` and named in `skipped`; they never reach the VAE.
+    """
+    from datakit.errors import ImageError
+    from datakit.train.data import load_for_bucket
+
+    by_bucket: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    for i, key in todo:
+        by_bucket.setdefault(entries[i].bucket, []).append((i, key))
+    for bucket, items in sorted(by_bucket.items()):
+        for k in range(0, len(items), batch_size):
+            pixels, ok = [], []
+            for i, key in items[k:k + batch_size]:
+                sub = spec.subsets[entries[i].subset]
+                try:
+                    rgb, mask = load_for_bucket(entries[i].path, bucket, alpha_mask=sub.alpha_mask)
+                except ImageError as exc:
+                    bad.add(i)
+                    if skipped is not None:
+                        skipped.append({"source": str(entries[i].path), "reason": str(exc)})
+                    continue
+                pixels.append(torch.from_numpy(rgb).permute(2, 0, 1))
+                ok.append((i, key, sub, mask))
+            if pixels:
+                yield torch.stack(pixels).to(device, dtype), ok
+
+
 def build_latents(entries, spec, base, *, mode: str, folder: Path | None, device, batch_size: int = 4,
                   progress=None, skipped: list | None = None, reuse: bool = True) -> LatentStore:
     """Encode (or reload) every entry's latent; unusable images are removed into `skipped`."""
     from safetensors.torch import load_file, save
 
-    from datakit.errors import ImageError
-    from datakit.train.data import load_for_bucket
 
     store = LatentStore()
     vae = base.vae
@@ -105,48 +133,29 @@ def build_latents(entries, spec, base, *, mode: str, folder: Path | None, device
                 pass
         todo.append((i, key))
     # Encode what is missing, batched by bucket so every batch has one shape.
-    by_bucket: dict[tuple[int, int], list[tuple[int, str]]] = {}
-    for i, key in todo:
-        by_bucket.setdefault(entries[i].bucket, []).append((i, key))
     bad: set[int] = set()
     vae_dtype = next(vae.parameters()).dtype
-    for bucket, items in sorted(by_bucket.items()):
-        for k in range(0, len(items), batch_size):
-            chunk = items[k:k + batch_size]
-            pixels, ok = [], []
-            for i, key in chunk:
-                sub = spec.subsets[entries[i].subset]
-                try:
-                    rgb, mask = load_for_bucket(entries[i].path, bucket, alpha_mask=sub.alpha_mask)
-                except ImageError as exc:
-                    bad.add(i)
-                    if skipped is not None:
-                        skipped.append({"source": str(entries[i].path), "reason": str(exc)})
-                    continue
-                pixels.append(torch.from_numpy(rgb).permute(2, 0, 1))
-                ok.append((i, key, sub, mask))
-            if not pixels:
-                continue
-            x = torch.stack(pixels).to(device, vae_dtype)
-            lat = (vae.encode(x).latent_dist.mode() - shift) * scale
-            flips = None
-            if any(sub.flip_aug for _, _, sub, _ in ok):
-                flips = (vae.encode(torch.flip(x, dims=[-1])).latent_dist.mode() - shift) * scale
-            for j, (i, key, sub, mask) in enumerate(ok):
-                tensors = {"latent": lat[j].float().cpu().contiguous()}
-                store.latents[i] = tensors["latent"]
-                if sub.flip_aug and flips is not None:
-                    tensors["flipped"] = flips[j].float().cpu().contiguous()
-                    store.flipped[i] = tensors["flipped"]
-                if mask is not None:
-                    tensors["mask"] = _mask_to_latent(mask, down)
-                    store.masks[i] = tensors["mask"]
-                if folder and mode == "disk":
-                    folder.mkdir(parents=True, exist_ok=True)
-                    write_bytes_atomic(folder / f"{key}.safetensors", save(tensors))
-                store.encoded += 1
-                if progress:
-                    progress.advance(1)
+    for x, ok in pixel_batches(entries, spec, todo, batch_size=batch_size, device=device, dtype=vae_dtype,
+                               bad=bad, skipped=skipped):
+        lat = (vae.encode(x).latent_dist.mode() - shift) * scale
+        flips = None
+        if any(sub.flip_aug for _, _, sub, _ in ok):
+            flips = (vae.encode(torch.flip(x, dims=[-1])).latent_dist.mode() - shift) * scale
+        for j, (i, key, sub, mask) in enumerate(ok):
+            tensors = {"latent": lat[j].float().cpu().contiguous()}
+            store.latents[i] = tensors["latent"]
+            if sub.flip_aug and flips is not None:
+                tensors["flipped"] = flips[j].float().cpu().contiguous()
+                store.flipped[i] = tensors["flipped"]
+            if mask is not None:
+                tensors["mask"] = _mask_to_latent(mask, down)
+                store.masks[i] = tensors["mask"]
+            if folder and mode == "disk":
+                folder.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(folder / f"{key}.safetensors", save(tensors))
+            store.encoded += 1
+            if progress:
+                progress.advance(1)
     store.bad = bad
     return store
 

@@ -95,11 +95,9 @@ def build_latent_dists(entries, spec, base, *, method: str, mode: str, folder: P
     """Encode (or reload from the disk cache) every entry's latent distribution."""
     from safetensors.torch import load_file, save
 
-    from datakit.errors import ImageError
     from datakit.imageio import write_bytes_atomic
     from datakit.manifest import hash_file
-    from datakit.train.cache import _key, _mask_to_latent, vae_fingerprint
-    from datakit.train.data import load_for_bucket
+    from datakit.train.cache import _key, _mask_to_latent, pixel_batches, vae_fingerprint
 
     store = LatentDists(method)
     vae = base.vae
@@ -125,44 +123,26 @@ def build_latent_dists(entries, spec, base, *, method: str, mode: str, folder: P
             except Exception:  # noqa: BLE001 - a damaged cache file is re-encoded, never trusted
                 pass
         todo.append((i, key))
-    by_bucket: dict[tuple[int, int], list[tuple[int, str]]] = {}
-    for i, key in todo:
-        by_bucket.setdefault(entries[i].bucket, []).append((i, key))
     vae_dtype = next(vae.parameters()).dtype
-    for bucket, items in sorted(by_bucket.items()):
-        for k in range(0, len(items), batch_size):
-            pixels, ok = [], []
-            for i, key in items[k:k + batch_size]:
-                sub = spec.subsets[entries[i].subset]
-                try:
-                    rgb, mask = load_for_bucket(entries[i].path, bucket, alpha_mask=sub.alpha_mask)
-                except ImageError as exc:
-                    store.bad.add(i)
-                    if skipped is not None:
-                        skipped.append({"source": str(entries[i].path), "reason": str(exc)})
-                    continue
-                pixels.append(torch.from_numpy(rgb).permute(2, 0, 1))
-                ok.append((i, key, sub, mask))
-            if not pixels:
-                continue
-            x = torch.stack(pixels).to(device, vae_dtype)
-            dist = vae.encode(x).latent_dist
-            flip_dist = vae.encode(torch.flip(x, dims=[-1])).latent_dist if any(s.flip_aug for _, _, s, _ in ok) else None
-            for j, (i, key, sub, mask) in enumerate(ok):
-                data = {"mean": ((dist.mean[j] - shift) * scale).float().cpu().contiguous(),
-                        "std": (dist.std[j] * scale).float().cpu().contiguous()}
-                if sub.flip_aug and flip_dist is not None:
-                    data["flipped_mean"] = ((flip_dist.mean[j] - shift) * scale).float().cpu().contiguous()
-                    data["flipped_std"] = (flip_dist.std[j] * scale).float().cpu().contiguous()
-                if mask is not None:
-                    data["mask"] = _mask_to_latent(mask, down)
-                _put(store, i, data)
-                if on_disk:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    write_bytes_atomic(folder / f"{key}.safetensors", save(data))
-                store.encoded += 1
-                if progress:
-                    progress.advance(1)
+    for x, ok in pixel_batches(entries, spec, todo, batch_size=batch_size, device=device, dtype=vae_dtype,
+                               bad=store.bad, skipped=skipped):
+        dist = vae.encode(x).latent_dist
+        flip_dist = vae.encode(torch.flip(x, dims=[-1])).latent_dist if any(s.flip_aug for _, _, s, _ in ok) else None
+        for j, (i, key, sub, mask) in enumerate(ok):
+            data = {"mean": ((dist.mean[j] - shift) * scale).float().cpu().contiguous(),
+                    "std": (dist.std[j] * scale).float().cpu().contiguous()}
+            if sub.flip_aug and flip_dist is not None:
+                data["flipped_mean"] = ((flip_dist.mean[j] - shift) * scale).float().cpu().contiguous()
+                data["flipped_std"] = (flip_dist.std[j] * scale).float().cpu().contiguous()
+            if mask is not None:
+                data["mask"] = _mask_to_latent(mask, down)
+            _put(store, i, data)
+            if on_disk:
+                folder.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(folder / f"{key}.safetensors", save(data))
+            store.encoded += 1
+            if progress:
+                progress.advance(1)
     return store
 
 

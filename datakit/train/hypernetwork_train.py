@@ -64,7 +64,6 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
     from datakit.train.hypernetwork_config import hypernetwork_settings
     from datakit.train.hypernetwork_data import fill_template, read_templates
 
-    started = time.time()
     t0 = time.perf_counter()
     hs = hypernetwork_settings(cfg)
     templates = read_templates(cfg.template)
@@ -333,37 +332,17 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
     if main:
         dest = save_hypernetwork(network, out / f"{name}.pt", optimizer=optimizer, step=step, **file_meta)
         outputs.append(str(dest))
-        log.flush()
-        plot = log.plot(out / "loss.png")
-        if plot:
-            outputs.append(str(plot))
-    info = {
-        "stage": "train",
-        "method": "hypernetwork",
-        "output": str(out),
-        "file": outputs[0] if outputs else None,
-        "outputs": outputs,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-        "plan": dict(asdict(plan), max_steps=max_steps),
-        "hypernetwork": {"sizes": network.sizes, "layer_structure": network.layer_structure,
-                         "activation": network.activation, "layer_norm": network.layer_norm,
-                         "dropout_structure": network.dropout_structure, "activate_output": network.activate_output,
-                         "weight_init": network.weight_init, "hooked_layers": {str(k): v for k, v in network.hooked.items()}},
-        "base_model": {"name": base.name, "family": base.family, "prediction_type": base.prediction_type},
-        "overrides": overrides,
-        "notes": spec.notes + base.notes,
-        "counts": {"in": len(entries) + len(skipped), "out": len(outputs[:1]), "skipped": len(skipped), "failed": 0},
-        "skipped": skipped,
-        "fingerprint": fingerprint,
-        "steps": step,
-        "resumed_from": str(resume_path) if resume_path else None,
-        "cache": {"latents_reused": store.reused, "latents_encoded": store.encoded, "text": text_cache is not None},
-        "speed": {"steps_per_s": round(steps_done / train_s, 4) if train_s > 0 else None},
-        "final_loss": round(float(np.mean(loss_window)), 6) if loss_window else None,
-        "timings": {"total_s": round(time.perf_counter() - t0, 3), "train_s": round(train_s, 3)},
-        "carry": {k: v for k, v in {"trigger": trigger, "keep_tokens": plan.keep_tokens or None}.items() if v is not None},
-        "warnings": list(reporter.warnings),
-    }
+        T.finish_outputs(log, out, outputs)
+    info = T.run_summary(
+        "hypernetwork", out, outputs, cfg, dict(asdict(plan), max_steps=max_steps), base, overrides, spec, entries,
+        skipped, fingerprint, step, store, text_cache, loss_window, t0, train_s, trigger, plan.keep_tokens, reporter,
+        hypernetwork={"sizes": network.sizes, "layer_structure": network.layer_structure,
+                      "activation": network.activation, "layer_norm": network.layer_norm,
+                      "dropout_structure": network.dropout_structure, "activate_output": network.activate_output,
+                      "weight_init": network.weight_init, "hooked_layers": {str(k): v for k, v in network.hooked.items()}},
+        resumed_from=str(resume_path) if resume_path else None,
+        speed={"steps_per_s": round(steps_done / train_s, 4) if train_s > 0 else None},
+    )
     if main:
         write_stage_info(out, info)
     network.remove()

@@ -141,6 +141,42 @@ def _list_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and (p / STATE_FILE).is_file() and p.name.startswith("step-"))
 
 
+def finish_outputs(log: "LossLog", out: Path, outputs: list[str]) -> None:
+    """Flush the loss log and add the loss plot to the outputs (main process only)."""
+    log.flush()
+    plot = log.plot(out / "loss.png")
+    if plot:
+        outputs.append(str(plot))
+
+
+def run_summary(method, out, outputs, cfg, plan: dict, base, overrides, spec, entries, skipped, fingerprint, step,
+                store, text_cache, loss_window, t0, train_s, trigger, keep_tokens, reporter, **extra) -> dict:
+    """The datakit.json of a training run: what every method records, plus its own `extra` fields."""
+    info = {
+        "stage": "train",
+        "method": method,
+        "output": str(out),
+        "file": outputs[0] if outputs else None,
+        "outputs": outputs,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "plan": plan,
+        "base_model": {"name": base.name, "family": base.family, "prediction_type": base.prediction_type},
+        "overrides": overrides,
+        "notes": spec.notes + base.notes,
+        "counts": {"in": len(entries) + len(skipped), "out": len(outputs[:1]), "skipped": len(skipped), "failed": 0},
+        "skipped": skipped,
+        "fingerprint": fingerprint,
+        "steps": step,
+        "cache": {"latents_reused": store.reused, "latents_encoded": store.encoded, "text": text_cache is not None},
+        "final_loss": round(float(np.mean(loss_window)), 6) if loss_window else None,
+        "timings": {"total_s": round(time.perf_counter() - t0, 3), "train_s": round(train_s, 3)},
+        "carry": {k: v for k, v in {"trigger": trigger, "keep_tokens": keep_tokens or None}.items() if v is not None},
+        "warnings": list(reporter.warnings),
+    }
+    info.update(extra)
+    return info
+
+
 def prepare_output(out: Path) -> None:
     """Create the output folder, or one clear usage error when it cannot be created or written."""
     try:
@@ -432,34 +468,12 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
             dest = out / f"{output_name}.safetensors"
             network.save(dest, meta, save_dtype(cfg.save_precision))
         outputs.append(str(dest))
-        log.flush()
-        plot = log.plot(out / "loss.png")
-        if plot:
-            outputs.append(str(plot))
-    info = {
-        "stage": "train",
-        "method": "lora",
-        "output": str(out),
-        "file": outputs[0] if outputs else None,
-        "outputs": outputs,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-        "plan": asdict(plan),
-        "base_model": {"name": base.name, "family": base.family, "prediction_type": base.prediction_type},
-        "overrides": overrides,
-        "notes": spec.notes + base.notes,
-        "counts": {"in": len(entries) + len(skipped), "out": len(outputs[:1]), "skipped": len(skipped), "failed": 0},
-        "skipped": skipped,
-        "fingerprint": fingerprint,
-        "distributed": distributed,
-        "steps": step,
-        "resumed_from": resumed_from,
-        "cache": {"latents_reused": store.reused, "latents_encoded": store.encoded, "text": text_cache is not None},
-        "speed": _speed(steps_done, train_s, step_ends, device_type),
-        "final_loss": round(float(np.mean(loss_window)), 6) if loss_window else None,
-        "timings": {"total_s": round(time.perf_counter() - t0, 3), "train_s": round(train_s, 3)},
-        "carry": {k: v for k, v in {"trigger": trigger, "keep_tokens": plan.keep_tokens or None}.items() if v is not None},
-        "warnings": list(reporter.warnings),
-    }
+        finish_outputs(log, out, outputs)
+    info = run_summary(
+        "lora", out, outputs, cfg, asdict(plan), base, overrides, spec, entries, skipped, fingerprint, step,
+        store, text_cache, loss_window, t0, train_s, trigger, plan.keep_tokens, reporter,
+        distributed=distributed, resumed_from=resumed_from, speed=_speed(steps_done, train_s, step_ends, device_type),
+    )
     if main:
         from datakit.manifest import write_stage_info
 
