@@ -100,3 +100,23 @@ def parse_caption(text: str) -> list[str]:
 def format_caption(tags: list[str], *, underscores: bool = False, escape: bool = False, separator: str = ", ") -> str:
     """List of tags -> caption text in the chosen form, duplicates removed."""
     return separator.join(format_tag(t, underscores=underscores, escape=escape) for t in dedupe(tags))
+
+
+def check_trigger(value: str, *, source: str | None = None) -> str:
+    """A trigger word checked as one tag (no comma, newline, NUL or other control character), stripped."""
+    import unicodedata
+
+    from datakit.errors import UsageError
+
+    where = f" (from {source})" if source else ""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise UsageError(f"trigger word {value!r}{where} is empty")
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise UsageError(
+            f"trigger word {value!r}{where} contains a newline or another control character; "
+            "kohya reads only the first line of a caption"
+        )
+    if "," in text:
+        raise UsageError(f"trigger word {value!r}{where} contains a comma, so it would become two tags")
+    return text
