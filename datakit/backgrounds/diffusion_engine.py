@@ -115,6 +115,11 @@ def _load_vae(name: str, dtype):
         return AutoencoderKL.from_pretrained(str(path) if path.exists() else name, torch_dtype=dtype,
                                              local_files_only=True, **kwargs)
     except Exception as exc:
+        from datakit.torchfile import unsafe_file_message, weights_only_refusal
+
+        reason = weights_only_refusal(exc)  # diffusers loads pickled weights with weights_only=True
+        if reason is not None:
+            raise UsageError(unsafe_file_message(name, "the VAE", reason)) from None
         raise ModelNotFoundError(
             f"cannot load the VAE {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
             "(give a folder with config.json + weights, a .safetensors file, or a Hugging Face id in the cache)"

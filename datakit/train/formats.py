@@ -74,10 +74,14 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     if path.suffix != ".safetensors":
         raise UsageError(f"--network-weights must be a kohya-format .safetensors file, not {path.name}")
     tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a bad header or data
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UsageError(f"{path} is not a readable .safetensors file ({detail}); is it complete?") from None
     return tensors, metadata
 
 

@@ -94,13 +94,9 @@ def save_hypernetwork(network, path, *, optimizer=None, optimizer_name: str = "A
 
 
 def _load_plain(path: Path, what: str):
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{what}: file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - pickles with code objects, damaged files
-        raise UsageError(f"{what}: {path} cannot be read as a plain-data torch file (weights_only): "
-                         f"{str(exc).splitlines()[0][:200]}") from None
+    from datakit.torchfile import load_plain_torch
+
+    return load_plain_torch(path, what=what)
 
 
 def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
