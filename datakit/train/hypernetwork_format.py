@@ -24,7 +24,6 @@ modules from it is datakit.train.hypernetwork's job.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import struct
@@ -96,11 +95,9 @@ def comfyui_differences(activation: str, layer_norm: bool, activate_output: bool
 
 def shorthash(path: Path) -> str:
     """A1111's short hash of a file: the first 10 hex digits of its sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:10]
+    from datakit.train.formats import sha256_file
+
+    return sha256_file(path)[:10]
 
 
 def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

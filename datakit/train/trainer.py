@@ -456,12 +456,12 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
             raise StageError("the training processes ended with different weights (a datakit bug; please report it)")
     outputs = []
     if main:
-        from datakit.train.formats import build_metadata, save_diffusers, save_dtype
+        from datakit.train.formats import build_metadata, kohya_bucket_info, save_diffusers, save_dtype
 
-        meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, step=step,
+        meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, optimizer=optimizer, step=step,
                               epoch=math.ceil(micro / plan.micro_per_epoch), started=started, trigger=trigger,
                               tag_frequency=D.tag_frequency(spec, entries), dataset_dirs=D.dataset_dirs(spec, entries),
-                              bucket_info={"buckets": plan.buckets} if plan.enable_bucket else None)
+                              bucket_info=kohya_bucket_info(spec, entries) if plan.enable_bucket else None)
         meta["ss_output_name"] = output_name
         if cfg.format == "diffusers":
             dest = save_diffusers(network, base, out / output_name, save_dtype(cfg.save_precision))
@@ -635,13 +635,13 @@ def _save_checkpoint(out: Path, step: int, network, optimizer, lr_scheduler, acc
                      trigger, spec, entries, output_name) -> Path:
     """checkpoints/step-NNNNNN/: the LoRA file (usable as is) + the training state (datakit.train.checkpoint)."""
     from datakit.train.checkpoint import atomic_folder, capture_training_state, save_training_state
-    from datakit.train.formats import build_metadata, save_dtype
+    from datakit.train.formats import build_metadata, kohya_bucket_info, save_dtype
 
     folder = out / CHECKPOINTS / f"step-{step:06d}"
-    meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, step=step,
+    meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, optimizer=optimizer, step=step,
                           epoch=step // plan.steps_per_epoch, started=started, trigger=trigger,
                           tag_frequency=D.tag_frequency(spec, entries), dataset_dirs=D.dataset_dirs(spec, entries),
-                          bucket_info=None)
+                          bucket_info=kohya_bucket_info(spec, entries) if plan.enable_bucket else None)
     with atomic_folder(folder) as tmp:  # a checkpoint folder exists only when complete
         network.save(tmp / f"{output_name}-step{step:06d}.safetensors", meta, save_dtype(cfg.save_precision))
         save_training_state(tmp, capture_training_state(step, network, optimizer=optimizer, lr_scheduler=lr_scheduler,
