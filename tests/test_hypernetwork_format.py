@@ -108,12 +108,17 @@ def test_comfyui_style_rebuild_gives_the_same_outputs(tmp_path, kw):
             assert torch.allclose(x + seq(x), module(x), atol=1e-6)
 
 
-def test_optimizer_state_goes_beside_the_file_and_is_checked_by_hash(tmp_path):
+def _trained_one_step():
     net = _net()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     loss = sum(m(torch.randn(2, s)).pow(2).mean() for s in (16, 8) for m in net.layers_for(s))
     loss.backward()
     opt.step()
+    return net, opt
+
+
+def test_optimizer_state_goes_beside_the_file_and_is_checked_by_hash(tmp_path):
+    net, opt = _trained_one_step()
     path = save_hypernetwork(net, tmp_path / "hn.pt", optimizer=opt, step=1)
     saved = torch.load(f"{path}.optim", weights_only=True)
     assert saved["optimizer_name"] == "AdamW" and saved["hash"] == shorthash(path) and len(saved["hash"]) == 10
@@ -233,11 +238,7 @@ def a1111_safe_check(path) -> None:
 
 
 def test_stock_a1111_safe_check_accepts_the_files_and_weights_only_opens_them(tmp_path):
-    net = _net()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    loss = sum(m(torch.randn(2, s)).pow(2).mean() for s in (16, 8) for m in net.layers_for(s))
-    loss.backward()
-    opt.step()
+    net, opt = _trained_one_step()
     path = save_hypernetwork(net, tmp_path / "hn.pt", optimizer=opt, step=5, sd_checkpoint="0123456789",
                              sd_checkpoint_name="model", optional_info="info")
     a1111_safe_check(path)

@@ -231,9 +231,10 @@ class Hypernetwork(nn.Module):
 def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
     """Rebuild a Hypernetwork from an A1111 .pt file: {"network", "meta", "optimizer_state", "optimizer_name"}."""
     f = read_hypernetwork_state(path, what=what)
-    net = Hypernetwork(f.sizes, f.layer_structure, f.activation, layer_norm=f.layer_norm,
-                       dropout_structure=f.dropout_structure, use_dropout=f.use_dropout,
-                       activate_output=f.activate_output, weight_init=f.weight_init, init=False)
+    st = f.structure
+    net = Hypernetwork(f.sizes, st.layer_structure, st.activation, layer_norm=st.layer_norm,
+                       dropout_structure=st.dropout_structure, use_dropout=st.use_dropout,
+                       activate_output=st.activate_output, weight_init=st.weight_init, init=False)
     for size, pair in f.modules.items():
         for module, sd in zip(net.layers_for(size), pair):
             try:

@@ -180,11 +180,9 @@ def _load_plain(path: Path, what: str):
 
 
 @dataclass
-class HypernetworkFile:
-    """An A1111 .pt file read and checked: its settings, each size's (k, v) state dicts, the matching .optim."""
+class HypernetworkStructure:
+    """The settings that shape an A1111 hypernetwork's modules (what the file's settings keys describe)."""
 
-    path: Path
-    sizes: list[int]
     layer_structure: list[float]
     activation: str
     layer_norm: bool
@@ -192,6 +190,15 @@ class HypernetworkFile:
     use_dropout: bool
     activate_output: bool
     weight_init: str
+
+
+@dataclass
+class HypernetworkFile:
+    """An A1111 .pt file read and checked: its structure, each size's (k, v) state dicts, the matching .optim."""
+
+    path: Path
+    sizes: list[int]
+    structure: HypernetworkStructure
     modules: dict[int, tuple[dict, dict]]
     meta: dict = field(default_factory=dict)
     optimizer_state: dict | None = None  # only when NAME.pt.optim belongs to these weights (its hash)
@@ -232,9 +239,10 @@ def read_hypernetwork_state(path, *, what: str = "hypernetwork") -> Hypernetwork
         if isinstance(saved, dict) and saved.get("hash") == shorthash(path):
             optimizer_state = saved.get("optimizer_state_dict")
             optimizer_name = saved.get("optimizer_name", "AdamW")
-    return HypernetworkFile(path=path, sizes=sizes, layer_structure=layer_structure, activation=activation,
-                            layer_norm=bool(state.get("is_layer_norm", False)),
-                            dropout_structure=[float(x) for x in dropout], use_dropout=use_dropout,
-                            activate_output=bool(state.get("activate_output", True)),
-                            weight_init=state.get("weight_initialization") or "Normal", modules=modules, meta=meta,
+    structure = HypernetworkStructure(layer_structure=layer_structure, activation=activation,
+                                      layer_norm=bool(state.get("is_layer_norm", False)),
+                                      dropout_structure=[float(x) for x in dropout], use_dropout=use_dropout,
+                                      activate_output=bool(state.get("activate_output", True)),
+                                      weight_init=state.get("weight_initialization") or "Normal")
+    return HypernetworkFile(path=path, sizes=sizes, structure=structure, modules=modules, meta=meta,
                             optimizer_state=optimizer_state, optimizer_name=optimizer_name)
