@@ -59,11 +59,9 @@ def tag_table(rows: list[dict]) -> tuple[list[str], list[tuple[str, list[int], i
 
 
 def caption_stats(out: Path, folders: dict[str, str]) -> dict[str, dict]:
-    """`datakit tags stats` summaries of each emitted concept folder ({} where that module is absent)."""
-    try:
-        from datakit.tags.stats import collect_stats
-    except ImportError:
-        return {}
+    """`datakit tags stats` summaries of each emitted concept folder."""
+    from datakit.tags.stats import collect_stats
+
     result = {}
     for name, folder in folders.items():
         try:
