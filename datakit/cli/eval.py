@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_(
-        base_model: Annotated[str, typer.Option("--base-model", help="The base model the adapters were trained on: diffusers folder, .safetensors checkpoint or Hugging Face id.", show_default=False)],
         adapter: Annotated[List[Path], typer.Option("--adapter", help="A LoRA .safetensors (kohya or diffusers format, or a diffusers LoRA folder) or an A1111 hypernetwork .pt; repeatable.", show_default=False)],
         output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the samples, grids, eval.csv, eval.json and eval.png (created).", show_default=False)],
+        base_model: Annotated[Optional[str], typer.Option("--base-model", envvar="DATAKIT_BASE_MODEL", help="The base model the adapters were trained on: diffusers folder, .safetensors checkpoint or Hugging Face id (env DATAKIT_BASE_MODEL).", show_default=False)] = None,
         subject: Annotated[Optional[Path], typer.Option("--subject", help="Cut-outs of the subject (e.g. `datakit cutout` output): measures whether the subject is still drawn.", show_default=False)] = None,
         prompts: Annotated[Optional[Path], typer.Option("--prompts", help="Scene file, one scene per line ('on a beach, ocean | beach'); replaces the built-in scenes. The plain prompt is always added.", show_default=False)] = None,
         seeds: Annotated[int, typer.Option("--seeds", min=1, help="Samples per prompt and model (seeds --seed, --seed+1, ...).")] = 4,
@@ -63,8 +63,11 @@ def register(app: typer.Typer) -> None:
         """Measure background leakage: white and plain backgrounds, scene agreement, subject presence per adapter."""
 
         def work(reporter):
+            from datakit.errors import UsageError
             from datakit.stages.eval import EvalConfig, run_eval
 
+            if not base_model:
+                raise UsageError("give --base-model (the model the adapters were trained on) or set DATAKIT_BASE_MODEL")
             w = next((v for v in (width, size) if v is not None), None)
             h = next((v for v in (height, size) if v is not None), None)
             cfg = EvalConfig(

@@ -4,8 +4,9 @@ Every adapter is switched on and off around the samples it owns, so one loaded p
 base model and every adapter in turn:
 
 - LoRA files (kohya `.safetensors` as datakit and kohya write them, or a diffusers-format LoRA file
-  or folder) are applied with diffusers' own `load_lora_weights` and removed with `delete_adapters`
-  afterwards, so the base weights are never touched (nothing is fused);
+  or folder) are applied with diffusers' own `load_lora_weights` and removed with
+  `unload_lora_weights` afterwards, which also takes peft's wrappers off the layers, so the base
+  weights and modules are exactly as before (nothing is fused);
 - A1111 hypernetwork `.pt` files are read with `weights_only=True` (datakit.train.hypernetwork_format)
   and hooked into the UNet's attention (datakit.train.hypernetwork), then unhooked;
 - `NetworkAdapter` wraps a network the trainer already applied (LoRANetwork or Hypernetwork):
@@ -69,14 +70,14 @@ class LoraFile:
             pipe.load_lora_weights(str(source), adapter_name=slot, **kwargs)
         except Exception as exc:  # diffusers raises ValueError/KeyError/RuntimeError for keys it cannot place
             with contextlib.suppress(Exception):
-                pipe.delete_adapters([slot])
+                pipe.unload_lora_weights()
             raise UsageError(f"{self.path.name}: diffusers cannot apply this LoRA to the base model "
                              f"({_first_line(exc)}); is it for another model family (SD1/SD2/SDXL)?") from None
         try:
             pipe.set_adapters([slot], adapter_weights=[self.strength])
             yield
         finally:
-            pipe.delete_adapters([slot])
+            pipe.unload_lora_weights()
 
     @contextlib.contextmanager
     def removed(self, pipe) -> Iterator[None]:

@@ -50,8 +50,8 @@ class EvalScene:
 
     def clip_text(self) -> str:
         """What CLIP compares a sample with: the scene without the trigger word."""
-        text = self.text.replace(TRIGGER_SLOT, " ")
-        return re.sub(r"\s*,\s*(,\s*)+", ", ", re.sub(r"\s+", " ", text)).strip(" ,")
+        parts = (re.sub(r"\s+", " ", p).strip() for p in self.text.replace(TRIGGER_SLOT, " ").split(","))
+        return ", ".join(p for p in parts if p)
 
 
 BUILTIN_SCENES: tuple[EvalScene, ...] = (

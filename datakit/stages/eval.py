@@ -111,11 +111,17 @@ def model_identity(name: str, marker: str = "model_index.json") -> list:
 
 def adapter_labels(paths: list[Path]) -> list[str]:
     """A short unique label per adapter file: its stem, made file-name safe, numbered when two clash."""
+    from datakit.evaluate.adapters import DIFFUSERS_LORA_FILES
+
     labels: list[str] = []
     for p in paths:
-        stem = safe_name(Path(p).stem if Path(p).is_file() else Path(p).name, fallback="adapter")
+        p = Path(p)
+        # diffusers' fixed file names say nothing: such a file is named after its folder.
+        name = p.parent.name if p.name in DIFFUSERS_LORA_FILES else (p.stem if p.is_file() else p.name)
+        stem = safe_name(name, fallback="adapter")
         label, n = stem, 2
-        while label.casefold() in {x.casefold() for x in labels} or label.casefold().startswith("base"):
+        # "base" and "base [trigger]" are the base model's rows.
+        while label.casefold() in {x.casefold() for x in labels} or label.casefold() == "base" or label.casefold().startswith("base ["):
             label = f"{stem}-{n}"
             n += 1
         labels.append(label)
