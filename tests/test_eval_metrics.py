@@ -167,3 +167,64 @@ def test_cutout_for_clip_crops_to_the_subject_and_flattens_on_grey():
     # alpha a = 128/255 over grey 0.5: R = 0.5 * (1 - a) * 255 = 63.5; B = (a + 0.5 * (1 - a)) * 255 = 191.5
     np.testing.assert_allclose(flat[2, 25].astype(float), (63.5, 63.5, 191.5), atol=1.0)
     assert tuple(flat[-1, -1]) == (128, 128, 128)
+
+
+# ---- the scorer's wiring, with a CLIP stand-in whose answers are chosen by the test -------------------
+
+
+class _ChosenClip:
+    """Embeds each image and text as the test says (looked up by the image's bytes / the text)."""
+
+    logit_scale = 100.0
+
+    def __init__(self, images: dict[bytes, np.ndarray], texts: dict[str, np.ndarray]):
+        self.images, self.texts = images, texts
+
+    def embed_images(self, images):
+        return np.stack([self.images[np.asarray(im).tobytes()] for im in images])
+
+    def embed_texts(self, texts):
+        return np.stack([self.texts[t] for t in texts])
+
+
+def test_scorer_compares_each_sample_with_its_own_scene_and_its_own_reference():
+    from datakit.evaluate.scenes import EvalScene, with_plain
+    from datakit.evaluate.scoring import Scorer, pair_with_reference
+
+    scenes = with_plain([EvalScene("beach", "on a beach"), EvalScene("forest", "in a forest"), EvalScene("snow", "in the snow")])
+    axis = np.eye(4)
+    rng = np.random.default_rng(0)
+    cut = D.mascot_rgba(32)
+    # Sample images (distinct bytes) and the embedding the stand-in gives each.
+    base_beach, base_forest = D.beach(32, rng), D.forest(32, rng)
+    lora_beach, lora_forest = D.place(D.beach(32, rng), cut), D.place(D.white(32, rng), cut)
+    plain_img = D.place(D.white(32, rng), cut)
+    images = {
+        base_beach.tobytes(): axis[0], base_forest.tobytes(): axis[1],
+        lora_beach.tobytes(): (axis[0] + axis[3]) / np.sqrt(2),  # the beach, with the subject
+        lora_forest.tobytes(): axis[3],  # the subject on white: no forest at all
+        plain_img.tobytes(): axis[3],
+        subject_clip.cutout_for_clip(cut).tobytes(): axis[3],
+    }
+    texts = {"on a beach": axis[0], "in a forest": axis[1], "in the snow": axis[2]}
+    scorer = Scorer(scenes, clip=_ChosenClip(images, texts), cutouts=[cut])
+    fields = lambda model, scene, seed=0: dict(key=f"{model}/{scene}/s{seed}", model=model, scene=scene, seed=seed, prompt="sks")
+    scores = [scorer.add(fields("base", "beach"), base_beach), scorer.add(fields("base", "forest"), base_forest),
+              scorer.add(fields("lora", "beach"), lora_beach), scorer.add(fields("lora", "forest"), lora_forest),
+              scorer.add(fields("lora", "plain"), plain_img)]
+    scorer.flush()
+    pair_with_reference(scores, {"lora": "base"})
+    got = {s.key: s for s in scores}
+    assert got["base/beach/s0"].scene_agrees and got["base/forest/s0"].scene_agrees
+    assert got["lora/beach/s0"].scene_agrees  # the beach still wins among the three scenes
+    assert got["lora/forest/s0"].scene_agrees is False  # CLIP sees no forest
+    assert got["lora/plain/s0"].scene_agrees is None  # the plain prompt asks for no scene
+    # Subject similarity is the cosine with the cut-out's embedding: known here.
+    assert got["lora/beach/s0"].subject_similarity == pytest.approx(1 / np.sqrt(2))
+    assert got["base/beach/s0"].subject_similarity == pytest.approx(0.0)
+    assert got["lora/beach/s0"].subject_present and got["lora/forest/s0"].subject_present
+    assert got["base/beach/s0"].subject_present is None  # the reference itself
+    assert got["lora/plain/s0"].subject_present is None  # no base sample of the plain prompt in this run
+    # The pixel metrics ran too: the subject on white is white, the beach is not.
+    assert got["lora/forest/s0"].white and not got["lora/beach/s0"].white
+    assert got["lora/beach/s0"].colour_present and not got["base/beach/s0"].colour_present

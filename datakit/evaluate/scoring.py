@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from datakit.evaluate import agreement, palette, plain, subject_clip, subject_colour, white
-from datakit.evaluate.border import image_sides
+from datakit.evaluate.border import sides as border_sides
+from datakit.evaluate.border import to_lab, work_image
 from datakit.evaluate.scenes import EvalScene
 
 CLIP_BATCH = 32
@@ -56,11 +57,13 @@ class Scorer:
 
     def add(self, score_fields: dict, image: np.ndarray) -> SampleScore:
         """Measure one image (pixel metrics now, CLIP when the batch is full)."""
-        sides = image_sides(image)
+        lab = to_lab(work_image(image))
+        sides = border_sides(lab)
+        bg = palette.background_from(lab, sides)
         score = SampleScore(**score_fields, white=white.white_from_sides(sides).white,
-                            plain=plain.plain_from_sides(sides).plain, has_foreground=palette.has_foreground(image))
+                            plain=plain.plain_from_sides(sides).plain, has_foreground=bg.has_foreground)
         if self.signature is not None:
-            score.colour_score = subject_colour.colour_score(image, self.signature)
+            score.colour_score = subject_colour.colour_score(image, self.signature, bg)
             score.colour_present = score.colour_score >= subject_colour.PRESENT_SCORE
         if self.clip is not None and (self.scene_emb is not None or self.subject_emb is not None):
             self._queue.append((score, image))

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datakit.evaluate.border import reduce, to_lab, work_image
-from datakit.evaluate.palette import FOREGROUND_MIN_SHARE, PALETTE_SIZE, background_coloured, background_colours, kmeans
+from datakit.evaluate.border import reduce, to_lab
+from datakit.evaluate.palette import FOREGROUND_MIN_SHARE, PALETTE_SIZE, Background, background, background_coloured, kmeans, nearest
 
 MATCH_DELTA_E = 14.0
 PRESENT_SCORE = 0.5
@@ -47,8 +47,8 @@ def subject_pixels(image) -> np.ndarray:
         rgb = small[..., :3] / np.maximum(alpha, 1e-6)[..., None]
         lab, mask = to_lab(np.clip(rgb, 0.0, 1.0)), alpha >= 0.5
     else:
-        lab = to_lab(work_image(arr))
-        mask = ~background_coloured(lab, background_colours(arr))
+        bg = background(arr)
+        lab, mask = bg.lab, ~bg.mask
     pixels = lab[mask]
     if len(pixels) > MAX_PIXELS_PER_CUTOUT:  # each cut-out weighs about the same, whatever its size
         pixels = pixels[np.linspace(0, len(pixels) - 1, MAX_PIXELS_PER_CUTOUT).astype(int)]
@@ -64,22 +64,23 @@ def signature(cutouts: list) -> ColourSignature:
     return ColourSignature(palette=palette, weights=weights)
 
 
-def colour_score(image, sig: ColourSignature) -> float:
-    """How well a sample's non-background colours match the subject's signature (0..1)."""
-    lab = to_lab(work_image(image))
-    background = background_colours(image)
-    pixels = lab[~background_coloured(lab, background)]
+def colour_score(image, sig: ColourSignature, bg: Background | None = None) -> float:
+    """How well a sample's non-background colours match the subject's signature (0..1).
+
+    bg: the sample's background, when already computed (palette.background).
+    """
+    bg = bg if bg is not None else background(image)
+    pixels = bg.lab[~bg.mask]
     # Palette colours that are also the sample's background cannot be told from it: leave them out.
-    usable = ~background_coloured(sig.palette, background)
+    usable = ~background_coloured(sig.palette, bg.colours)
     if not usable.any() or len(pixels) == 0:
         return 0.0
     palette, weights = sig.palette[usable], sig.weights[usable] / sig.weights[usable].sum()
-    dist = np.linalg.norm(pixels[:, None, :] - palette[None], axis=2)
-    nearest = np.argmin(dist, axis=1)
-    matched = dist[np.arange(len(pixels)), nearest] <= MATCH_DELTA_E
-    if matched.sum() < FOREGROUND_MIN_SHARE * lab.shape[0] * lab.shape[1]:
+    idx, dist = nearest(pixels, palette)
+    matched = dist <= MATCH_DELTA_E
+    if matched.sum() < FOREGROUND_MIN_SHARE * bg.mask.size:
         return 0.0
-    shares = np.bincount(nearest[matched], minlength=len(palette)) / matched.sum()
+    shares = np.bincount(idx[matched], minlength=len(palette)) / matched.sum()
     return float(np.minimum(shares, weights).sum())
 
 
