@@ -272,3 +272,18 @@ def test_output_must_not_hold_foreign_files(world, tmp_path):
     with pytest.raises(UsageError, match="datakit did not write"):
         run_eval(_cfg(world, out))
     shutil.rmtree(out)
+
+
+def test_sd2_base_with_a_lora_and_a_hypernetwork(tmp_path):
+    M.save_pipeline(tmp_path / "sd2", "sd2", seed=4)
+    lora = M.write_lora(tmp_path / "l2.safetensors", tmp_path / "sd2", "sd2")
+    hn = M.write_hypernetwork(tmp_path / "h2.pt", tmp_path / "sd2")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("on a beach | beach\n")
+    out = tmp_path / "eval"
+    info = run_eval(EvalConfig(out_dir=out, base_model=str(tmp_path / "sd2"), adapters=[lora, hn], prompts_file=prompts,
+                               seeds=1, steps=2, guidance=3.0, device="cpu"))
+    assert info["family"] == "sd2" and info["counts"]["out"] == 3 * 2
+    for model in ("l2", "h2"):
+        diff = np.abs(_pixels(out / f"samples/{model}/beach_s0.png") - _pixels(out / "samples/base/beach_s0.png"))
+        assert diff.mean() > 1.0, model

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class EvalConfig:
     dtype: str = "auto"
     device: str = "auto"
     force: bool = False
-    extra: dict = field(default_factory=dict)
 
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(steps=self.steps, guidance=self.guidance, width=self.width, height=self.height,
