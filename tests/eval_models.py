@@ -64,8 +64,9 @@ def write_hypernetwork(path: Path, model_folder: Path, *, trigger: str | None = 
 
 def save_tiny_clip(folder: Path, *, seed: int = 0, image_size: int = 32) -> Path:
     """A random-initialised CLIPModel + tokenizer + PIL image processor config, as save_pretrained writes them."""
-    import transformers
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from datakit.evaluate.clip import image_processor_class
 
     write_tiny_clip_tokenizer(folder)
     tok = CLIPTokenizer.from_pretrained(str(folder))
@@ -79,6 +80,6 @@ def save_tiny_clip(folder: Path, *, seed: int = 0, image_size: int = 32) -> Path
         projection_dim=16,
     )
     CLIPModel(cfg).save_pretrained(str(folder))
-    processor_cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    processor_cls = image_processor_class()
     processor_cls(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(str(folder))
     return folder

@@ -24,12 +24,13 @@ def trained_clip(tmp_path_factory):
     Training feeds pixels through the processor saved beside the model, so if datakit's loader prepared
     images differently from how the model was trained, the classification below would fall apart.
     """
-    import transformers
     from transformers import CLIPModel, CLIPTokenizer
+
+    from datakit.evaluate.clip import image_processor_class
 
     folder = M.save_tiny_clip(tmp_path_factory.mktemp("clip") / "clip", seed=0)
     model, tok = CLIPModel.from_pretrained(str(folder)), CLIPTokenizer.from_pretrained(str(folder))
-    processor_cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    processor_cls = image_processor_class()
     proc = processor_cls.from_pretrained(str(folder))
     texts = list(SCENES)
     ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
@@ -84,3 +85,12 @@ def test_clip_folders_that_are_not_usable(tmp_path, monkeypatch):
         load_clip(str(folder))
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
         load_clip("nobody/no-such-clip")
+
+
+def test_a_folder_without_preprocessor_config_gets_clips_own_preprocessing(tmp_path):
+    folder = M.save_tiny_clip(tmp_path / "clip", image_size=32)
+    (folder / "preprocessor_config.json").unlink()
+    clip = load_clip(str(folder))
+    assert clip.processor.crop_size == {"height": 32, "width": 32}
+    emb = clip.embed_images([D.beach(64, np.random.default_rng(0)), D.forest(20, np.random.default_rng(0))])
+    assert emb.shape == (2, 16)

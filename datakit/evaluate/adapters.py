@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from datakit.errors import UsageError
+from datakit.evaluate.messages import first_line
 
 LORA_SUFFIXES = (".safetensors",)
 HYPERNETWORK_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -72,7 +73,7 @@ class LoraFile:
             with contextlib.suppress(Exception):
                 pipe.unload_lora_weights()
             raise UsageError(f"{self.path.name}: diffusers cannot apply this LoRA to the base model "
-                             f"({_first_line(exc)}); is it for another model family (SD1/SD2/SDXL)?") from None
+                             f"({first_line(exc)}); is it for another model family (SD1/SD2/SDXL)?") from None
         try:
             pipe.set_adapters([slot], adapter_weights=[self.strength])
             yield
@@ -202,7 +203,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
             meta = dict(fh.metadata() or {})
             keys = list(fh.keys())
     except Exception as exc:  # safetensors raises SafetensorError/OSError for damaged or foreign files
-        raise UsageError(f"--adapter {path.name}: cannot read it as a .safetensors file ({_first_line(exc)})") from None
+        raise UsageError(f"--adapter {path.name}: cannot read it as a .safetensors file ({first_line(exc)})") from None
     if not keys:
         raise UsageError(f"--adapter {path.name}: the file holds no tensors")
     if any(k.startswith(("model.diffusion_model.", "conditioner.", "cond_stage_model.")) for k in keys):
@@ -254,7 +255,3 @@ def common_tag(meta: dict[str, str]) -> str | None:
         everywhere = full if everywhere is None else everywhere & full
     return next(iter(everywhere)) if everywhere and len(everywhere) == 1 else None
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(". ")[:300] if lines else type(exc).__name__

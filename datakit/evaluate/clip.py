@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from datakit.errors import ModelNotFoundError
+from datakit.evaluate.messages import first_line
 
 CLIP_ENV = "DATAKIT_CLIP_MODEL"
 # OpenAI CLIP's normalisation, used when a folder carries no preprocessor_config.json.
@@ -109,6 +110,14 @@ def load_clip(name: str, device: str = "cpu") -> Clip:
     return Clip(name=name, model=model, tokenizer=tokenizer, processor=processor, device=device)
 
 
+def image_processor_class():
+    """CLIP's PIL-backed image processor (transformers 5); the default one there needs torchvision, which
+    datakit does not depend on. transformers 4 has only the PIL one, under the plain name."""
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
 def _load_parts(source: str, *, local_only: bool):
     import transformers
     from transformers import CLIPModel, CLIPTokenizer
@@ -119,16 +128,15 @@ def _load_parts(source: str, *, local_only: bool):
     try:
         model = CLIPModel.from_pretrained(source, local_files_only=local_only)
     except Exception as exc:  # OSError, ValueError, safetensors errors: all mean "not a usable CLIP model here"
-        raise ModelNotFoundError(f"cannot load a CLIPModel from {source}: {_first_line(exc)}") from exc
+        raise ModelNotFoundError(f"cannot load a CLIPModel from {source}: {first_line(exc)}") from exc
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, local_files_only=local_only)
     except Exception as exc:
-        raise ModelNotFoundError(f"{source}: no CLIP tokenizer files (vocab.json + merges.txt): {_first_line(exc)}") from exc
+        raise ModelNotFoundError(f"{source}: no CLIP tokenizer files (vocab.json + merges.txt): {first_line(exc)}") from exc
     if len(tokenizer) <= 256:  # transformers 5 builds a 2-3-token tokenizer when the files are missing
         raise ModelNotFoundError(f"{source}: the CLIP tokenizer has only {len(tokenizer)} tokens; "
                                  "its vocab.json and merges.txt are missing or incomplete")
-    # The PIL-backed processor: the default one needs torchvision, which datakit does not depend on.
-    processor_cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    processor_cls = image_processor_class()
     local = Path(source).expanduser()
     try:
         if local.is_dir() and not (local / "preprocessor_config.json").is_file():
@@ -140,7 +148,3 @@ def _load_parts(source: str, *, local_only: bool):
                                   image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
     return model, tokenizer, processor
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(". ") if lines else type(exc).__name__
