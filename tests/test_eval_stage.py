@@ -287,3 +287,22 @@ def test_sd2_base_with_a_lora_and_a_hypernetwork(tmp_path):
     for model in ("l2", "h2"):
         diff = np.abs(_pixels(out / f"samples/{model}/beach_s0.png") - _pixels(out / "samples/base/beach_s0.png"))
         assert diff.mean() > 1.0, model
+
+
+def test_unusable_cutouts_are_skipped_and_named(world, tmp_path):
+    from PIL import Image
+
+    subject = tmp_path / "subject"
+    subject.mkdir()
+    Image.fromarray(D.mascot_rgba(40)).save(subject / "good.png")
+    Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(subject / "empty.png")
+    (subject / "broken.png").write_bytes(b"\x89PNG not really")
+    info = run_eval(_cfg(world, tmp_path / "o", seeds=1, subject_dir=subject))
+    assert info["subject"] == ["good.png"]
+    assert sorted(s["source"] for s in info["skipped"]) == ["--subject broken.png", "--subject empty.png"]
+    from datakit.stage import exit_code_for
+
+    assert exit_code_for(info) == 3
+    (subject / "good.png").unlink()
+    with pytest.raises(UsageError, match="no readable cut-out"):
+        run_eval(_cfg(world, tmp_path / "o2", seeds=1, subject_dir=subject))

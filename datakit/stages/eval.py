@@ -138,14 +138,19 @@ def _read_cutouts(folder: Path | None) -> tuple[list[np.ndarray], list[str], lis
     from datakit.inputs import discover
 
     inputs = discover(folder, stage="eval")
+    from datakit.evaluate.subject_colour import subject_pixels
+
     cutouts, names, skipped = [], [], list(inputs.skipped)
     for item in inputs.items:
         try:
-            loaded = open_image(item.path)
+            arr = np.asarray(open_image(item.path).image)
         except ImageError as exc:
             skipped.append({"source": f"--subject {item.key}", "reason": str(exc)})
             continue
-        cutouts.append(np.asarray(loaded.image.convert("RGBA")))
+        if len(subject_pixels(arr)) == 0:
+            skipped.append({"source": f"--subject {item.key}", "reason": "no subject in it (fully transparent or blank)"})
+            continue
+        cutouts.append(arr)
         names.append(item.key)
     if not cutouts:
         raise UsageError(f"--subject {folder}: no readable cut-out images in it")
@@ -195,7 +200,6 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
     from datakit.evaluate.clip import clip_model_name
 
     reporter = reporter or Reporter(quiet=True)
-    t0 = time.perf_counter()
     _check(cfg)
     if cfg.scheduler is not None and cfg.scheduler not in SCHEDULERS:
         raise UsageError(f"unknown --scheduler {cfg.scheduler!r} (choose {', '.join(SCHEDULERS)})")
@@ -238,11 +242,11 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
     todo_keys |= {t.key for t in tasks if t.key not in todo_keys and not _readable(out, t)}  # damaged: redraw
     todo = [t for t in tasks if t.key in todo_keys]
 
-    pipe, family = None, None
+    pipe, family = None, (run.old_info or {}).get("family")
     if todo:
         pipe, family = _load_pipeline(cfg, device, adapters, reporter)
-    run.invalidate()  # only now: a model that fails to load leaves the previous result intact
     clip = _load_clip(clip_name, device, reporter)
+    run.invalidate()  # only now: a model that fails to load leaves the previous result intact
     by_key = {t.key: t for t in tasks}
 
     def existing(key: str):
@@ -269,8 +273,7 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
     extra = {"report_hash": report_hash, "report_files": files, "family": family, "device": device,
              "batch_size": cfg.batch_size, "clip_model": clip_name, "subject": cutout_names,
              "overall": [asdict(r) for r in result.overall], "not_measured": result.not_measured,
-             "lora_strength": cfg.lora_strength, "hypernetwork_strength": cfg.hypernetwork_strength,
-             "eval_seconds": round(time.perf_counter() - t0, 2)}
+             "lora_strength": cfg.lora_strength, "hypernetwork_strength": cfg.hypernetwork_strength}
     return run.finish(extra=extra)
 
 
