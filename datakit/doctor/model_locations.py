@@ -14,14 +14,15 @@ MODEL_ENV_VARS = {
     "REMBG_HOME": "rembg's data folder: models in REMBG_HOME/models/<name>/<name>.onnx (default ~/.rembg)",
     "DATAKIT_TAGGER": "tag: WD14-format tagger folder (model.onnx + selected_tags.csv) or Hugging Face id",
     "DATAKIT_BG_MODEL": "backgrounds --engine sdxl: diffusers folder, .safetensors checkpoint or Hugging Face id",
-    "DATAKIT_BASE_MODEL": "train: base model (diffusers folder, .safetensors/.ckpt checkpoint or Hugging Face id)",
+    "DATAKIT_BASE_MODEL": "train, eval: base model (diffusers folder, .safetensors/.ckpt checkpoint or Hugging Face id)",
+    "DATAKIT_CLIP_MODEL": "eval --clip-model: CLIP model (a folder saved with save_pretrained, or a Hugging Face id in the cache)",
     "HF_HOME": "Hugging Face home (the cache is HF_HOME/hub unless HF_HUB_CACHE is set)",
     "HF_HUB_CACHE": "Hugging Face model cache",
 }
 
 
 # Variables whose value names a model (the others name folders).
-MODEL_VALUE_VARS = ("DATAKIT_REMBG_MODEL", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL")
+MODEL_VALUE_VARS = ("DATAKIT_REMBG_MODEL", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL", "DATAKIT_CLIP_MODEL")
 
 
 def hf_cache_dir() -> Path:
