@@ -24,7 +24,7 @@ AS_IS = {".png": ("PNG", "image/png"), ".jpg": ("JPEG", "image/jpeg"), ".jpeg": 
 
 def checked_path(folder: Path, path: Path) -> Path:
     """The item's file resolved now, or UsageError when it leads out of IN (checked at each request)."""
-    return resolve_inside(folder, str(path.relative_to(folder)), "item")
+    return resolve_inside(folder, os.path.relpath(path, folder), "item")
 
 
 def read_inside(folder: Path, path: Path) -> bytes:

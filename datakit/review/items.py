@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ class ReviewSet:
 
 def inside(folder: Path, path: Path, what: str) -> Path:
     """`path` (a file of IN) resolved, or UsageError when it or a symlink on the way leads out of IN."""
-    return resolve_inside(folder, str(path.relative_to(folder)), what)
+    return resolve_inside(folder, os.path.relpath(path, folder), what)
 
 
 def vocabulary(tag_lists: list[list[str]]) -> list[tuple[str, int]]:

@@ -172,7 +172,7 @@ class Running:
     token: str
     port: int
     server: object  # uvicorn.Server
-
+    socket: socket.socket  # the listening socket
     def stop(self) -> None:
         self.server.should_exit = True
 
@@ -199,7 +199,7 @@ def serve(session: ReviewSession, pictures: Pictures, *, host: str, port: int,
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
                             timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
-    running = Running(url=url_for(host, real_port, token), token=token, port=real_port, server=server)
+    running = Running(url=url_for(host, real_port, token), token=token, port=real_port, server=server, socket=sock)
     holder["running"] = running
     try:
         on_ready(running)

@@ -449,7 +449,7 @@
 
   function closeEditor(save) {
     const key = editor.key;
-    $("editor").close();
+    shut($("editor"));
     editor.key = null;
     if (!save || !key) return Promise.resolve();
     const pending = $("editor-input").value.trim();
@@ -688,8 +688,15 @@
   // Keys
 
   function typing(ev) {
+    // A field of a dialog that has just closed keeps the focus for a moment: it is not typing.
     const t = ev.target;
-    return t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA");
+    return t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA") && !t.closest("dialog:not([open])");
+  }
+
+  function shut(dialog) {
+    // Close a dialog and give the keys back to the page at once (not when the browser gets round to it).
+    if (dialog.contains(document.activeElement)) document.activeElement.blur();
+    dialog.close();
   }
 
   function onKey(ev) {
@@ -753,7 +760,7 @@
   }
 
   function bulkKey(ev) {
-    if (ev.key === "Escape") { ev.preventDefault(); $("bulk").close(); return; }
+    if (ev.key === "Escape") { ev.preventDefault(); shut($("bulk")); return; }
     if (ev.target !== $("bulk-input")) return;
     if (completeKeys(ev, bulk, "bulk")) { ev.preventDefault(); return; }
     if (ev.key === "Enter") {
@@ -777,7 +784,7 @@
     $("save").addEventListener("click", () => save(false));
     $("finish").addEventListener("click", () => save(true));
     $("help-button").addEventListener("click", () => $("help").showModal());
-    $("help-close").addEventListener("click", () => $("help").close());
+    $("help-close").addEventListener("click", () => shut($("help")));
     $("editor-ok").addEventListener("click", () => closeEditor(true));
     $("editor-cancel").addEventListener("click", () => closeEditor(false));
     $("editor").addEventListener("cancel", (ev) => { ev.preventDefault(); closeEditor(false); });
@@ -785,7 +792,7 @@
     $("bulk-input").addEventListener("input", () => { bulk.active = -1; drawSuggest("bulk", [], bulk); });
     $("bulk-add").addEventListener("click", () => bulkApply("add"));
     $("bulk-remove").addEventListener("click", () => bulkApply("remove"));
-    $("bulk-close").addEventListener("click", () => $("bulk").close());
+    $("bulk-close").addEventListener("click", () => shut($("bulk")));
   }
 
   async function start() {

@@ -1,0 +1,223 @@
+"""The review page in a real browser: Debian's chromium driven by Playwright (never `playwright install`).
+
+The tests start `datakit review IN OUT` as a user would, read the address it prints, and use the page
+with the keyboard: reject two items, edit a caption with autocompletion, add a tag to a selection,
+filter, save, and check OUT. Without chromium or Playwright they are skipped, saying why; under CI
+(CI=true, as .ci/run sets it) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from review_support import manifest_rows, plain_folder, snapshot, under_ci
+
+ROOT = Path(__file__).resolve().parents[1]
+# Chromium's own network chatter is refused on machines without internet: switch it off.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def chromium_path() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def need_browser():
+    """(sync_playwright, chromium path), or a skip (a failure under CI) saying what is missing."""
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+        missing.append("the Python package playwright (pip install playwright; it is in datakit[dev])")
+    browser = chromium_path()
+    if browser is None:
+        missing.append("Debian's chromium (apt-get install chromium)")
+    if missing:
+        message = "the review page's browser tests need " + " and ".join(missing)
+        if under_ci():
+            pytest.fail(f"CI is set but {message}: .ci/run installs them")
+        pytest.skip(f"{message}; under CI this test fails instead")
+    return sync_playwright, browser
+
+
+class Review:
+    """`datakit review IN OUT` running as a subprocess; its address read from what it prints."""
+
+    def __init__(self, in_dir: Path, out_dir: Path, *extra: str):
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
+        self.proc = subprocess.Popen([sys.executable, "-m", "datakit", "review", str(in_dir), str(out_dir), *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.lines = []
+        self.url = None
+        for line in self.proc.stderr:  # the address is the first thing it prints
+            self.lines.append(line)
+            m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=[\w-]+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        assert self.url, "".join(self.lines)
+
+    def wait(self) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=120)
+        return self.proc.returncode, out, "".join(self.lines) + err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def page_of():
+    """page_of(url) -> a Playwright page in headless chromium (closed after the test)."""
+    sync_playwright, browser_path = need_browser()
+    pw = sync_playwright().start()
+    browser = pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
+    errors: list[str] = []
+
+    def open_page(url: str):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        return page
+
+    yield open_page
+    browser.close()
+    pw.stop()
+    assert not errors, errors  # no script error on the page
+
+
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def card(page, key: str):
+    return page.locator(f".card[data-key='{key}']")
+
+
+def test_reject_two_with_the_keyboard_edit_a_caption_and_save(tmp_path, page_of):
+    src = plain_folder(tmp_path / "in")
+    before = snapshot(src)
+    out = tmp_path / "out"
+    review = Review(src, out)
+    try:
+        page = page_of(review.url)
+        assert page.locator(".card").count() == 6
+        assert "focused" in card(page, "item00.png").get_attribute("class")
+        # reject item01 and item03: x rejects the focused item and moves on
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        expect(page.locator(".card[data-action=reject]")).to_have_count(2)
+        assert card(page, "item01.jpg").get_attribute("data-action") == "reject"
+        assert card(page, "item03.png").get_attribute("data-action") == "reject"
+        assert "focused" in card(page, "item04.jpg").get_attribute("class")
+
+        # edit item00's caption: drop the last tag, add one by autocompletion and one new tag
+        page.keyboard.press("Home")
+        page.keyboard.press("e")
+        page.wait_for_selector("#editor[open]")
+        page.keyboard.press("Backspace")  # removes "outdoors"
+        page.keyboard.type("bea")
+        page.wait_for_selector("#editor-suggest li")
+        assert page.locator("#editor-suggest li").first.inner_text().startswith("beach")  # the dataset's own tag
+        page.keyboard.press("Tab")
+        page.keyboard.type("sunset")
+        page.keyboard.press("Enter")
+        assert page.locator("#editor-chips .chip").all_inner_texts()[-2:] == ["beach\n×", "sunset\n×"]
+        page.keyboard.press("Enter")  # an empty Enter: done
+        expect(card(page, "item00.png").locator(".badge.edited")).to_be_visible()
+
+        # add a tag to a selection of two (Shift+arrow selects, t opens the bulk editor)
+        page.keyboard.press("End")
+        page.keyboard.press("Shift+ArrowLeft")
+        page.keyboard.press("t")
+        page.wait_for_selector("#bulk[open]")
+        page.keyboard.type("night sky")
+        page.keyboard.press("Enter")
+        expect(card(page, "item05.png").locator(".chips")).to_contain_text("night sky")
+        expect(card(page, "item04.jpg").locator(".chips")).to_contain_text("night sky")
+        page.keyboard.press("Escape")
+
+        # the filter finds the two rejected ones
+        page.keyboard.press("/")
+        page.keyboard.type("is:rejected")
+        expect(page.locator("#grid .card")).to_have_count(2)
+        expect(page.locator("#grid .card")).to_have_count(2)
+        page.keyboard.press("Escape")
+        page.fill("#filter", "")
+
+        page.click("#finish")
+        page.wait_for_selector("#finished")
+        code, _, err = review.wait()
+    finally:
+        review.kill()
+    assert code == 0, err
+    assert not (out / "item01.jpg").exists() and not (out / "item03.png").exists()
+    rejected = {r["key"]: r for r in manifest_rows(out) if r["status"] == "rejected"}
+    assert set(rejected) == {"item01.jpg", "item03.png"}
+    assert all(r["reason"] == "rejected in review" for r in rejected.values())
+    assert (out / "item00.txt").read_text() == "sail kun, 1girl, solo, smile, beach, sunset\n"
+    assert (out / "item04.caption").exists() is False and (out / "item04.txt").read_text() == "sail kun, solo, sky, cloud, night sky\n"
+    assert (out / "item05.txt").read_text() == "night sky\n"
+    assert os.path.samefile(out / "item02.png", src / "item02.png") and os.path.samefile(out / "item02.txt", src / "item02.txt")
+    decided = json.loads((out / "review.json").read_text())["items"]
+    assert decided["item01.jpg"]["action"] == "reject" and decided["item00.png"]["tags"][-1] == "sunset"
+    assert (out / "datakit.json").is_file()
+    assert snapshot(src) == before
+
+
+def test_decisions_come_back_in_the_next_session_and_the_large_view_shows_the_item(tmp_path, page_of):
+    src = plain_folder(tmp_path / "in", n=4)
+    out = tmp_path / "out"
+    first = Review(src, out)
+    try:
+        page = page_of(first.url)
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        page.keyboard.press("s")
+        expect(page.locator("#status")).to_contain_text("saved to")
+        page.click("#finish")
+        page.wait_for_selector("#finished")
+        assert first.wait()[0] == 0
+    finally:
+        first.kill()
+    second = Review(src, out)
+    try:
+        page = page_of(second.url)
+        assert card(page, "item01.jpg").get_attribute("data-action") == "reject"  # read back from review.json
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#viewer:not([hidden]) img")
+        for img in page.locator("#viewer img").all():  # decoded, so drawn at a real size
+            expect(img).not_to_have_css("width", "0px")
+        assert page.locator("#viewer-info h2").inner_text() == "item00.png"
+        page.keyboard.press("ArrowRight")
+        assert page.locator("#viewer-info h2").inner_text() == "item01.jpg"
+        assert "rejected" in page.locator("#viewer-info .status").inner_text()
+        page.keyboard.press("a")  # keep it after all (and move on)
+        assert page.locator("#viewer-info h2").inner_text() == "item02.png"
+        assert page.locator("#viewer .panel").count() == 2  # RGBA: on a checkerboard and on dark
+        page.keyboard.press("Escape")
+        page.click("#finish")
+        page.wait_for_selector("#finished")
+        assert second.wait()[0] == 0
+    finally:
+        second.kill()
+    assert (out / "item01.jpg").exists() and not [r for r in manifest_rows(out) if r["status"] == "rejected"]
