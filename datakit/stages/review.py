@@ -23,7 +23,7 @@ from datakit.console import Reporter
 from datakit.errors import UsageError
 from datakit.imageio import link_or_copy, open_image, write_text_atomic
 from datakit.inputs import discover
-from datakit.manifest import MANIFEST, STAGE_INFO, carried_from
+from datakit.manifest import BOOKKEEPING_FIELDS, MANIFEST, STAGE_INFO, carried_from
 from datakit.review.decisions import DECISIONS_FILE, REJECT_REASON, Decision, read_decisions, write_decisions
 from datakit.review.items import ReviewItem, ReviewSet, collect
 from datakit.review.resolve import resolve
@@ -31,8 +31,6 @@ from datakit.stage import StageRun, Task, TaskResult
 
 STAGE = "review"
 MODES = ("browser", "accept-all", "decisions")
-# Fields of the upstream row that are the upstream stage's bookkeeping, not facts about the item.
-_BOOKKEEPING = {"file", "key", "status", "fingerprint", "outputs", "seed", "warnings", "reason", "source"}
 
 
 @dataclass
@@ -126,7 +124,7 @@ def _tasks(cfg: ReviewConfig, review: ReviewSet, decisions: dict[str, Decision],
             if trigger:
                 notes.append(trigger)
         files = [item.path] + ([item.caption] if item.caption else [])
-        upstream_row = {k: v for k, v in item.row.items() if k not in _BOOKKEEPING}
+        upstream_row = {k: v for k, v in item.row.items() if k not in BOOKKEEPING_FIELDS}
         tasks.append(Task(
             key=item.key,
             inputs=files,

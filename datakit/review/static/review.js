@@ -1,6 +1,9 @@
 // datakit review: the page. Plain JavaScript, no build step, no library, nothing fetched from elsewhere.
 // Every change goes to the server at once (it keeps a draft in OUT); "Save" writes OUT.
 // Text from the dataset (names, tags, notes, warnings) is only ever set with textContent.
+// One file on purpose, in sections (server, tags, filter, drawing, moving, editor, bulk, large view,
+// saving, keys): every request must carry the session's token, and ES module imports cannot add it
+// to the URLs they fetch, so splitting the script would mean a loader of our own.
 "use strict";
 
 (() => {
@@ -224,6 +227,7 @@
     img.loading = "lazy";
     img.alt = it.name;
     img.src = picture("thumb", it);
+    img.addEventListener("error", () => { thumb.classList.add("broken"); thumb.dataset.why = "cannot show this image"; });
     thumb.append(img, el("span", "badge"), el("span", "badge edited", "edited"));
     const meta = el("div", "meta");
     meta.append(el("div", "name", it.name), el("div", "facts"), el("div", "chips"), el("div", "warn"));
