@@ -158,9 +158,12 @@ class ChildRun:
 
 def run_child(cmd: list[str], *, env: dict | None = None, cwd: str | Path | None = None, timeout: float | None = None,
               log: Path | None = None) -> ChildRun:
-    """Run a command; its own resource usage comes from wait4, not from the parent's totals."""
+    """Run a command; its own resource usage comes from wait4, not from the parent's totals.
+
+    With log, its stdout and stderr are kept in log and log.err.
+    """
     out = open(log, "w+") if log else tempfile.TemporaryFile("w+")
-    err = tempfile.TemporaryFile("w+")
+    err = open(f"{log}.err", "w+") if log else tempfile.TemporaryFile("w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd, text=True)
     deadline = None if timeout is None else t0 + timeout
@@ -215,15 +218,16 @@ class StepClock:
     """
 
     def __init__(self, *, vae_encoders: bool = True):
-        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self.t0 = time.perf_counter()
         self.steps: list[float] = []
+        self.cpu: list[float] = []  # this process's CPU seconds (all its threads) at each step
         self.encoder_s = 0.0
         self.encoder_calls = 0
         self.encoder_span: list[float] = []
         self._enc_start: dict[int, float] = {}
-        self._handles = [torch.optim.optimizer.register_optimizer_step_post_hook(self._on_step)]
+        self._handles = [register_optimizer_step_post_hook(self._on_step)]
         if vae_encoders:
             from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
@@ -251,15 +255,24 @@ class StepClock:
 
     def _on_step(self, optimizer, args, kwargs):
         self.steps.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         if len(self.steps) == 1 and len(self._handles) > 1:  # caching is over: no per-module cost in the loop
             for h in self._handles[1:]:
                 h.remove()
             self._handles = self._handles[:1]
 
+    def close(self) -> None:
+        """Remove the hooks (a clock in a long-lived process, e.g. a test)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
     def summary(self, warmup: int = 1) -> dict:
-        """Step times after `warmup` steps, time to the first step, encoder time."""
+        """Step times (wall, and this process's CPU) after `warmup` steps, time to the first step, encoder time."""
         gaps = [b - a for a, b in zip(self.steps, self.steps[1:])]
+        cpu_gaps = [b - a for a, b in zip(self.cpu, self.cpu[1:])]
         steady = gaps[warmup - 1:] if warmup >= 1 else gaps
+        steady_cpu = cpu_gaps[warmup - 1:] if warmup >= 1 else cpu_gaps
         torch = sys.modules.get("torch")
         gpu = None
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -270,6 +283,8 @@ class StepClock:
             "first_step_s": round(self.steps[0] - self.t0, 3) if self.steps else None,
             "step_s": [round(g, 4) for g in gaps],
             "median_step_s": round(median(steady), 4) if steady else None,
+            "step_cpu_s": [round(g, 4) for g in cpu_gaps],
+            "median_step_cpu_s": round(median(steady_cpu), 4) if steady_cpu else None,
             "vae_encoder_s": round(self.encoder_s, 3),
             "vae_encoder_calls": self.encoder_calls,
             "vae_encoding_span_s": round(self.encoder_span[1] - self.encoder_span[0], 3) if self.encoder_span else None,

@@ -232,7 +232,7 @@ def main() -> None:
     tok_cache = tokenizer_cache(work, model)
     dataset = build_dataset(work, a.resolution, a.batch, a.bg_count)
     info = json.loads((dataset / "datakit.json").read_text())
-    n_images = sum(int(c.get("images", 0)) for c in info.get("concepts", [])) or None
+    n_images = info["counts"]["out"]
     print(f"model {model}, dataset {dataset} ({n_images} images) ready in {time.perf_counter() - t0:.0f} s; "
           f"kohya at {scripts}, python {kohya_python(scripts)}")
 

@@ -240,8 +240,8 @@ def main() -> None:
     for key, label in (("ref1", "batch 1 (its default)"), ("ref4", "--batch_size 4 (its docs)")):
         speed = wall[key] / wall["ours"]
         rows.append(Row(case=f"{where}, vs kohya's tagger at {label}",
-                        datakit=f"{n / wall['ours']:.1f} img/s, {cpu['ours'] / n:.3f} CPU-s/img ({wall['pure'] / wall['ours']:.0%} of pure inference)",
-                        baseline=f"kohya's loop at {label}: {n / wall[key]:.1f} img/s, {cpu[key] / n:.3f} CPU-s/img",
+                        datakit=f"{n / wall['ours']:.3g} img/s, {cpu['ours'] / n:.3f} CPU-s/img ({wall['pure'] / wall['ours']:.0%} of pure inference)",
+                        baseline=f"kohya's loop at {label}: {n / wall[key]:.3g} img/s, {cpu[key] / n:.3f} CPU-s/img",
                         goal="never slower", result=f"{speed:.2f}x", met=speed >= 1.0))
     print_rows(rows)
     write_results(Results(

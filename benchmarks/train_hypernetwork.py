@@ -16,7 +16,7 @@ datakit: the whole `run_train` of `datakit train --method hypernetwork` at its d
 cache on disk in a fresh output folder, text-encoder outputs cached, SDPA attention).
 
 Both train the same hypernetwork shape (1,2,1, linear, every attention width of the model) on the
-same small random SD1-shaped model (VAE with 8x downscaling, two-level UNet, tiny CLIP) and the same
+same small random SD1-shaped model (VAE with 8x downscaling, two-level UNet with 32-wide attention heads, tiny CLIP) and the same
 images, 256 px, batch 2, for the same number of steps. Each run is its own process; the two take
 turns (reference, datakit, then datakit, reference, ...) so a busy machine slows both alike. Reported:
 the median optimizer-step time (after each run's first step; torch's global optimizer-step hook,
@@ -50,7 +50,7 @@ LR = 5e-6
 
 
 def save_bench_model(folder: Path) -> Path:
-    """The tiny test pipeline with a bigger VAE and UNet, so that attention and the VAE weigh as in SD."""
+    """The tiny test pipeline with a bigger VAE and UNet (32-wide attention heads), so attention and the VAE weigh as in SD."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -64,7 +64,10 @@ def save_bench_model(folder: Path) -> Path:
     unet = UNet2DConditionModel(sample_size=IMAGE_PX // 8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(64, 128), down_block_types=("CrossAttnDownBlock2D",) * 2,
                                 up_block_types=("CrossAttnUpBlock2D",) * 2, cross_attention_dim=32,
-                                attention_head_dim=32, norm_num_groups=16)
+                                # diffusers reads attention_head_dim as the number of heads: 2 and 4 heads make
+                                # them 32 wide, as SD's (40-160); 32 heads of width 2 would let the plain
+                                # attention's n x n matrices dwarf everything else
+                                attention_head_dim=(2, 4), norm_num_groups=16)
     pipe.register_modules(vae=vae, unet=unet)
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return folder
