@@ -17,7 +17,7 @@ are measured separately, on the plain diffusers call.
 
 - with --gpu (CUDA): SDXL at full size with random weights (speed does not depend on them), 1024 px,
   30 steps; fp32 and fp16, batch 1 and 4;
-- otherwise (CPU): a tiny random SDXL-layout pipeline, 256 px, 8 steps, fp32, batch 1 and 4 (half
+- otherwise (CPU): a tiny random SDXL-layout pipeline, 128 px, 8 steps, fp32, batch 1 and 4 (half
   precision is slow or unsupported on CPUs): the figures show datakit's overhead over the bare call.
 """
 
@@ -87,8 +87,8 @@ def diffusion(gpu: bool, quick: bool) -> tuple[list[Row], dict]:
     if gpu and not torch.cuda.is_available():
         raise SystemExit("backgrounds.py --gpu: no CUDA GPU on this machine")
     device = "cuda" if gpu else "cpu"
-    size, steps = (1024, 30) if gpu else (256, 8)
-    n = (4 if quick else 8) if gpu else (4 if quick else 8)
+    size, steps = (1024, 30) if gpu else (128, 4 if quick else 8)
+    n = 4 if quick else 8
     dtypes = [("fp32", torch.float32), ("fp16", torch.float16)] if gpu else [("fp32", torch.float32)]
     prompts = [f"a sunny beach, ocean, blue sky, scene {i}" for i in range(n)]
     root = Path(tempfile.mkdtemp(prefix="bench-bg-diffusion-"))
@@ -165,7 +165,7 @@ def _save_model(folder: Path, gpu: bool) -> Path:
     if not gpu:
         from datakit.models.diffusion import build_tiny_pipeline
 
-        build_tiny_pipeline("sdxl", sample_size=32).save_pretrained(str(folder), safe_serialization=True)
+        build_tiny_pipeline("sdxl", sample_size=16).save_pretrained(str(folder), safe_serialization=True)
         return folder
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 # The README's order; benchmarks not listed here follow in name order.
+NOT_BENCHMARKS = {"harness", "readme_table"}  # the plumbing beside the benchmarks
 ORDER = ["cutout", "backgrounds", "composite", "tag", "train", "train_hypernetwork", "kohya", "cure"]
 
 
@@ -81,12 +82,18 @@ def load_results(folder: Path = RESULTS) -> list[dict]:
     return sorted(found, key=lambda d: (rank.get(d["benchmark"], len(ORDER)), d["benchmark"]))
 
 
-def render(results: list[dict]) -> str:
-    """The Markdown between the markers: one table, then when and where each benchmark ran."""
+def render(results: list[dict], scripts: list[str] | None = None) -> str:
+    """The Markdown between the markers: one table, then when and where each benchmark ran.
+
+    scripts: benchmark names that exist; those without results get a "not measured yet" row.
+    """
     lines = [
         "| benchmark | datakit | baseline (same run) | goal: result |",
         "|---|---|---|---|",
     ]
+    have = {d["benchmark"] for d in results}
+    for name in sorted(set(scripts or []) - have, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
+        lines.append(f"| `{name}.py` | not measured yet: run `make bench` (or the script, then `benchmarks/readme_table.py`) | | |")
     for data in results:
         for row in data["rows"]:
             verdict = _cell(row.get("result", "—"))
@@ -124,7 +131,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="only say whether the README is up to date (exit 1 if not)")
     args = ap.parse_args()
     text = args.readme.read_text()
-    new = merge(text, render(load_results(args.results)))
+    scripts = [p.stem for p in Path(__file__).resolve().parent.glob("*.py") if p.stem not in NOT_BENCHMARKS]
+    new = merge(text, render(load_results(args.results), scripts if args.results == RESULTS else None))
     if args.check:
         if new != text:
             print("readme_table: the README's Performance table is not what benchmarks/results/ gives; "

@@ -122,3 +122,10 @@ def test_step_clock_counts_optimizer_steps_and_vae_encoder_calls():
     assert len(s["step_s"]) == 3 and len(s["step_cpu_s"]) == 3
     assert s["vae_encoder_calls"] == 2
     assert s["vae_encoder_s"] > 0 and s["first_step_s"] >= s["vae_encoding_span_s"]
+
+
+def test_a_benchmark_without_results_is_listed_as_not_measured():
+    table = readme_table.render([], ["tag", "cutout"])
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`cutout.py`", "`tag.py`"]
+    assert all("not measured yet" in r for r in rows)
