@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 from datakit.errors import UsageError
 from datakit.imageio import is_sidecar_name
 from datakit.manifest import MANIFEST, STAGE_INFO, read_manifest, read_stage_info
+from datakit.paths import MAX_NAME_BYTES, resolve_inside, truncate_name
 
 
 @dataclass
@@ -59,7 +61,11 @@ def find_caption(image: Path, extensions: tuple[str, ...] = (".txt", ".caption")
 
 
 def unique_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output stems for input paths; clashes (a.png + a.jpg, A.png + a.png) get names that say so."""
+    """Output stems for input paths; clashes (a.png + a.jpg, A.png + a.png) get names that say so.
+
+    A stem too long for the suffixes stages add (a 250-byte file name) is cut to
+    `paths.MAX_NAME_BYTES` with a short hash of the whole name; the item's key keeps the full name.
+    """
     groups: dict[str, list[Path]] = defaultdict(list)
     for p in paths:
         groups[p.stem.casefold()].append(p)
@@ -70,6 +76,7 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
         members = groups[key]
         for p in sorted(members):
             stem = p.stem if len(members) == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}"
+            stem = truncate_name(stem, max_bytes=MAX_NAME_BYTES - 8, key=p.name)  # 8: room for `_<n>`
             candidate, n = stem, 2
             while candidate.casefold() in taken:
                 candidate = f"{stem}_{n}"
@@ -77,6 +84,41 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
             taken.add(candidate.casefold())
             result[p] = candidate
     return result
+
+
+def _unusable_entry(p: Path) -> str | None:
+    """Why a directory entry that is not a plain file should still be named (a broken or looping
+    symlink the user meant as an item), or None for entries that are simply not items (folders)."""
+    if not p.is_symlink():
+        return None
+    try:
+        p.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"broken symbolic link ({exc.strerror})"
+    return None
+
+
+def _manifest_path(folder: Path, row: dict, skipped: list[dict]) -> Path | None:
+    """The file a manifest row names, or None (recorded in `skipped`) when it is unusable.
+
+    A manifest can be hand-edited or come with a downloaded folder: a `file` of `/etc/hostname` or
+    `../x` must never be read, linked or copied into OUT.
+    """
+    name = row.get("file")
+    try:
+        resolve_inside(folder, name, "manifest file", source=str(folder / MANIFEST))
+    except UsageError as exc:
+        skipped.append({"source": str(name), "reason": f"not followed: {exc}"})
+        return None
+    p = folder / name
+    if not p.is_file():
+        skipped.append({"source": name, "reason": "listed in the upstream manifest but missing"})
+        return None
+    return p
 
 
 def discover(folder: str | os.PathLike, *, stage: str = "stage") -> Inputs:
@@ -97,11 +139,10 @@ def discover(folder: str | os.PathLike, *, stage: str = "stage") -> Inputs:
         paths: list[Path] = []
         rows: dict[Path, dict] = {}
         for row in read_manifest(folder):
-            if row.get("status", "ok") != "ok" or not row.get("file"):
+            if not isinstance(row, dict) or row.get("status", "ok") != "ok" or not row.get("file"):
                 continue
-            p = folder / row["file"]
-            if not p.is_file():
-                skipped.append({"source": row["file"], "reason": "listed in the upstream manifest but missing"})
+            p = _manifest_path(folder, row, skipped)
+            if p is None or p in rows:
                 continue
             paths.append(p)
             rows[p] = row
@@ -113,7 +154,12 @@ def discover(folder: str | os.PathLike, *, stage: str = "stage") -> Inputs:
 
     paths = []
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or is_sidecar_name(p):
+        if is_sidecar_name(p):
+            continue
+        if not p.is_file():
+            reason = _unusable_entry(p)
+            if reason:
+                skipped.append({"source": p.name, "reason": reason})
             continue
         paths.append(p)
     stems = unique_stems(paths)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 import traceback
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,6 +25,7 @@ from datakit import __version__
 from datakit.console import Reporter
 from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, ImageError, StageError, UsageError
 from datakit.imageio import max_pixels, remove_stale_temporaries
+from datakit.lock import acquire as acquire_out_lock
 from datakit.manifest import (
     MANIFEST,
     STAGE_INFO,
@@ -35,6 +38,7 @@ from datakit.manifest import (
     write_manifest,
     write_stage_info,
 )
+from datakit.paths import check_apart, is_inside
 from datakit.seeding import item_seed
 
 # Config keys that never change what a stage writes, so they do not invalidate earlier results.
@@ -83,12 +87,54 @@ def _run_one(fn: Callable[[Task, Any], TaskResult], task: Task, shared: Any) -> 
 
 
 _WORKER_STATE: dict = {}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _worker_init(fn, shared, threads: int, environ: dict | None = None) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (child) process die when `parent_pid` dies, even by `kill -9`.
+
+    Linux: the kernel sends SIGKILL when our parent exits (prctl PR_SET_PDEATHSIG; a pool worker's
+    parent is the forkserver, which itself exits when the main process goes). Everywhere: a daemon
+    thread also watches the parent and the main process, for systems without prctl and for a parent
+    that died before the prctl call.
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    first_parent = os.getppid()
+
+    def gone() -> bool:
+        if os.getppid() != first_parent:
+            return True
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass  # exists but not ours to signal (cannot happen for our own parent; harmless)
+        return False
+
+    if gone():
+        os._exit(1)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(0.5)
+        os._exit(1)  # no clean-up: the parent is gone and nobody reads our results
+
+    threading.Thread(target=watch, name="datakit-parent-watch", daemon=True).start()
+
+
+def _worker_init(fn, shared, threads: int, environ: dict | None = None, parent_pid: int | None = None) -> None:
     # Ctrl-C reaches the whole process group: only the parent handles it. A worker interrupted
     # inside the pool's queue machinery can die holding a lock, and shutdown then waits forever.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        # A worker outliving its parent (kill -9, OOM) would keep writing into OUT after the OUT
+        # lock is gone, and hold hundreds of MB for minutes.
+        die_with_parent(parent_pid)
     _WORKER_STATE["fn"] = fn
     _WORKER_STATE["shared"] = shared
     if environ is not None:
@@ -107,6 +153,36 @@ def _worker_init(fn, shared, threads: int, environ: dict | None = None) -> None:
 
 def _worker_call(task: Task) -> TaskResult:
     return _run_one(_WORKER_STATE["fn"], task, _WORKER_STATE["shared"])
+
+
+# Pools running now, so an interrupt can stop their workers from anywhere (see stop_all_workers).
+_ACTIVE_POOLS: "weakref.WeakSet[ProcessPoolExecutor]" = weakref.WeakSet()
+
+
+def _pool_processes(pool: ProcessPoolExecutor) -> list:
+    # The executor keeps no public handle on its processes before Python 3.14 (terminate_workers).
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's workers now and drop its queue: every output is written atomically, so an
+    item cut off half-way leaves only a temporary file that the next run removes."""
+    processes = _pool_processes(pool)
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.kill()
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+    _ACTIVE_POOLS.discard(pool)
+
+
+def stop_all_workers() -> None:
+    """Kill the workers of every running pool (a second Ctrl-C, or a stage giving up)."""
+    for pool in list(_ACTIVE_POOLS):
+        stop_pool(pool)
 
 
 def default_workers() -> int:
@@ -132,8 +208,10 @@ def parallel_map(
     ctx = mp.get_context(method)
     workers = min(workers, len(tasks))
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1, dict(os.environ))
+        max_workers=workers, mp_context=ctx, initializer=_worker_init,
+        initargs=(fn, shared, 1, dict(os.environ), os.getpid()),
     )
+    _ACTIVE_POOLS.add(pool)
     try:
         # Bounded submission keeps memory flat for big runs.
         pending = set()
@@ -151,10 +229,11 @@ def parallel_map(
                 if len(pending) >= workers * 4:
                     break
     except BaseException:
-        # Interrupted (Ctrl-C) or the consumer stopped: drop queued work and let only the items
-        # already running finish (each writes atomically), instead of working through the queue.
-        pool.shutdown(wait=True, cancel_futures=True)
+        # Interrupted (Ctrl-C) or the consumer stopped: stop at once. Waiting for the items in
+        # flight made Ctrl-C slow, and a second Ctrl-C inside that wait left the pool hung for good.
+        stop_pool(pool)
         raise
+    _ACTIVE_POOLS.discard(pool)
     pool.shutdown(wait=True)
 
 
@@ -173,6 +252,7 @@ class StageRun:
         reporter: Reporter | None = None,
         seed: int = 0,
         pre_skipped: Iterable[dict] = (),
+        other_inputs: dict[str, str | os.PathLike | None] | None = None,
     ):
         self.stage = stage
         self.out = Path(out_dir)
@@ -190,8 +270,11 @@ class StageRun:
         self.reused = 0
         self.processed = 0
         self.tasks: list[Task] = []
+        # Folders read besides IN (`--backgrounds`, other concepts): OUT must stay apart from them too.
+        self.other_inputs = dict(other_inputs or {})
+        self._lock = None
         self._check_out_dir()
-        self.old_rows = {r["key"]: r for r in read_manifest(self.out) if "key" in r}
+        self.old_rows = self._own_rows(read_manifest(self.out))
         self.old_info = read_stage_info(self.out) if (self.out / STAGE_INFO).exists() else None
         self.config_hash = hash_json({k: v for k, v in config.items() if k not in VOLATILE_KEYS})
 
@@ -207,6 +290,7 @@ class StageRun:
                     f"OUT {self.out} is inside IN {self.inputs_dir}: a stage never writes into its input "
                     "(put OUT beside IN instead)"
                 )
+        check_apart(self.out, {"IN": self.inputs_dir, **self.other_inputs})
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"OUT exists and is not a folder: {self.out}")
         if self.out.is_dir():
@@ -217,7 +301,37 @@ class StageRun:
             raise UsageError(f"cannot create OUT {self.out}: {exc.strerror}") from exc
         if not os.access(self.out, os.W_OK):
             raise UsageError(f"OUT is not writable: {self.out}")
+        # One run per OUT: a second one would mix its files with ours. Taken before anything in OUT
+        # is read or cleaned (the temporaries below may be the running one's). The kernel lets go
+        # when this process dies; otherwise when this StageRun is dropped or close() is called.
+        lock = acquire_out_lock(self.out, f"this {self.stage} run")
+        self._lock = lock
+        weakref.finalize(self, lock.release)
         remove_stale_temporaries(self.out)
+
+    def close(self) -> None:
+        """Release OUT's lock now (it is also released when the run object goes away or the process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _own_rows(self, rows: list[dict]) -> dict[str, dict]:
+        """This stage's earlier rows, minus any whose files lie outside OUT (a hand-edited manifest):
+        those would be deleted, moved or trusted by path, so they are dropped and named instead."""
+        kept: dict[str, dict] = {}
+        for row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+                continue
+            names = [row.get("file")] if row.get("file") is not None else []
+            outputs = row.get("outputs", [])
+            names += outputs if isinstance(outputs, list) else [None]
+            bad = [n for n in names if not _names_inside(self.out, n)]
+            if bad:
+                self.reporter.warn(
+                    f"{self.out / MANIFEST}: ignored the row of {row['key']!r}: its file {bad[0]!r} is not inside OUT"
+                )
+                continue
+            kept[row["key"]] = row
+        return kept
 
     def _refuse_foreign_folder(self) -> None:
         """Never write over files that this stage did not make.
@@ -433,6 +547,13 @@ class StageRun:
         info.setdefault("timings", {})
         info["timings"] = dict(info["timings"], total_s=round(time.perf_counter() - self.started, 3))
         return info
+
+
+def _names_inside(out: Path, name) -> bool:
+    """True when `name` (from a manifest) is a relative path that stays inside `out`."""
+    if not isinstance(name, str) or not name or "\x00" in name or os.path.isabs(name):
+        return False
+    return is_inside(out / name, out)
 
 
 def exit_code_for(info: dict) -> int:
