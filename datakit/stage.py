@@ -176,6 +176,8 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
     for proc in processes:
         with contextlib.suppress(Exception):
             proc.join(timeout=5)
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=True)
     _ACTIVE_POOLS.discard(pool)
 
 

@@ -82,23 +82,31 @@ def _interrupts(json_mode: bool):
         count += 1
         if count == 1:
             raise KeyboardInterrupt
-        from datakit.stage import stop_all_workers
-
-        stop_all_workers()
-        with contextlib.suppress(Exception):
-            if json_mode:
-                sys.stdout.write(json.dumps({"error": INTERRUPTED, "exit_code": EXIT_INTERRUPTED}) + "\n")
-                sys.stdout.flush()
-            sys.stderr.write(f"error: {INTERRUPTED}\n")
-            sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        _exit_now(json_mode)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     finally:
-        if count == 0:  # after a real Ctrl-C keep ours: another one during exit still ends at once
-            signal.signal(signal.SIGINT, previous)
+        # After a real Ctrl-C the stage has stopped its workers, saved its progress and said so; the
+        # process now just exits (130). Python's exit would put back the default SIGINT action, and
+        # another Ctrl-C then would kill the process by signal half-way through its exit handlers.
+        signal.signal(signal.SIGINT, previous if count == 0 else signal.SIG_IGN)
+
+
+def _exit_now(json_mode: bool) -> None:
+    """A second Ctrl-C: kill the pool workers and exit 130 at once, whatever the run was doing."""
+    from datakit.stage import stop_all_workers
+
+    with contextlib.suppress(Exception):
+        stop_all_workers()
+    with contextlib.suppress(Exception):
+        if json_mode:
+            sys.stdout.write(json.dumps({"error": INTERRUPTED, "exit_code": EXIT_INTERRUPTED}) + "\n")
+            sys.stdout.flush()
+        sys.stderr.write(f"error: {INTERRUPTED}\n")
+        sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _fail(message: str, code: int, json_mode: bool):
