@@ -28,6 +28,14 @@ class StatsResult:
     summary: dict
 
 
+def short_list(names: list[str], limit: int = 30) -> str:
+    """`a, b, c` for a few names; the first `limit` and how many more for a long list (one huge
+    caption makes every one of its tags "in every image")."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... and {len(names) - limit} more"
+
+
 def collect_stats(input_dir: Path, *, tokenizer: str | None = "auto", top: int = 30) -> StatsResult:
     """Read every caption of IN's items and compute the statistics."""
     import pandas as pd
