@@ -51,11 +51,24 @@ def read_caption_file(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
+def sibling(image: Path, ext: str) -> Path | None:
+    """The file beside `image` with the same stem and extension `ext`, if it exists.
+
+    `a…a.b` (255 bytes) has no `.caption` sibling: that name would pass the file system's limit, and
+    asking for it raises "File name too long" instead of answering no.
+    """
+    cand = image.with_suffix(ext)
+    try:
+        return cand if cand.is_file() else None
+    except OSError:
+        return None
+
+
 def find_caption(image: Path, extensions: tuple[str, ...] = (".txt", ".caption")) -> Path | None:
     """The caption beside an image with the same stem, if any (.txt first)."""
     for ext in extensions:
-        cand = image.with_suffix(ext)
-        if cand.is_file():
+        cand = sibling(image, ext)
+        if cand is not None:
             return cand
     return None
 

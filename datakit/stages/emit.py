@@ -35,7 +35,7 @@ from datakit.imageio import (
     write_json_atomic,
     write_text_atomic,
 )
-from datakit.inputs import discover, read_caption_file
+from datakit.inputs import discover, read_caption_file, sibling
 from datakit.manifest import carried_from
 from datakit.paths import check_apart
 from datakit.stage import StageRun, Task, TaskResult
@@ -325,16 +325,15 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
         for entry in c.inputs.skipped:
             pre_skipped.append({"source": f"{c.name}/{entry['source']}", "reason": entry["reason"]})
         for item in c.inputs.items:
-            txt = item.path.with_suffix(".txt")
-            cap = item.path.with_suffix(".caption")
-            captions = [p for p in (txt, cap) if p.is_file()]
+            txt, cap = sibling(item.path, ".txt"), sibling(item.path, ".caption")
+            captions = [p for p in (txt, cap) if p is not None]
             tasks.append(
                 Task(
                     key=f"{c.name}/{item.key}",
                     inputs=[item.path, *captions],
                     params={"concept": c.name, "stem": item.stem, "alpha": c.alpha, "reg": c.is_reg},
-                    payload={"path": str(item.path), "txt": str(txt) if txt.is_file() else None,
-                             "caption": str(cap) if cap.is_file() else None},
+                    payload={"path": str(item.path), "txt": str(txt) if txt else None,
+                             "caption": str(cap) if cap else None},
                     source=f"{c.name}/{item.key}",
                 )
             )
