@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,17 +103,23 @@ def unique_stems(paths: list[Path]) -> dict[Path, str]:
 def _unusable_entry(p: Path) -> str | None:
     """Why a directory entry that is not a plain file should still be named (a broken or looping
     symlink the user meant as an item), or None for entries that are simply not items (folders)."""
-    if not p.is_symlink():
-        return None
-    try:
-        p.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 reports a loop this way
-        return "symbolic link loop"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
+    if p.is_symlink():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop this way
             return "symbolic link loop"
-        return f"broken symbolic link ({exc.strerror})"
-    return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            return f"broken symbolic link ({exc.strerror})"
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        return f"cannot read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return None
+    # Reading a FIFO would wait forever for a writer; a device or socket is no image either.
+    return "not a regular file (a FIFO, socket or device)"
 
 
 def _manifest_path(folder: Path, row: dict, skipped: list[dict]) -> Path | None:

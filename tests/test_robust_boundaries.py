@@ -124,3 +124,21 @@ def test_concept_names_never_leave_out(tmp_path):
     folders = sorted(p.name for p in (out / "img").iterdir())
     assert len(folders) == 2 and all("/" not in f and ".." not in f for f in folders)
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["deep", "in"]
+
+
+def test_a_crafted_thumbnail_path_never_pulls_a_file_into_the_report(tmp_path):
+    src = _captioned(tmp_path / "in", 2)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-BYTES")
+    ds = tmp_path / "ds"
+    assert datakit("emit", ds, "--concept", f"mychar={src}", "-q").returncode == 0
+    rows = [json.loads(line) for line in (ds / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows[0]["thumb"] = "../secret.txt"  # the row is reused as it is: its image did not change
+    (ds / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    Image.new("RGB", (80, 80), "blue").save(src / "img9.png")  # something new, so the report is rewritten
+    done = datakit("emit", ds, "--concept", f"mychar={src}", "-q")
+    assert done.returncode == 0, done.stderr
+    import base64
+
+    page = (ds / "report.html").read_text(encoding="utf-8")
+    assert base64.b64encode(b"TOP-SECRET-BYTES").decode() not in page

@@ -81,13 +81,15 @@ def test_symlink_loops_in_in_are_named_as_skipped(tmp_path):
     os.symlink("ping.png", src / "pong.png")
     os.symlink("pong.png", src / "ping.png")
     os.symlink(tmp_path / "nowhere.png", src / "dangling.png")
+    os.mkfifo(src / "pipe.png")  # reading it would wait forever
     done = datakit("tag", src, tmp_path / "out", "--model", "none")
     assert done.returncode == 3, done.stderr  # done, some inputs skipped
     for name in ("loop.png", "ping.png", "pong.png"):
         assert f"skipped {name}: symbolic link loop" in done.stderr
     assert "skipped dangling.png: broken symbolic link" in done.stderr
+    assert "skipped pipe.png: not a regular file" in done.stderr
     skipped = {r["source"] for r in read_manifest(tmp_path / "out") if r["status"] == "skipped"}
-    assert skipped == {"loop.png", "ping.png", "pong.png", "dangling.png"}
+    assert skipped == {"loop.png", "ping.png", "pong.png", "dangling.png", "pipe.png"}
 
 
 ODD = ["new\nline", "tab\there", "[bold red]markup[red]x", "[link=file:x]y", "z" * 246, "emoji 🙂 name"]

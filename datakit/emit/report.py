@@ -101,6 +101,10 @@ def _stats_table(stats: dict[str, dict]) -> list[str]:
 
 
 def _img_tag(out: Path, row: dict) -> str:
+    # Only a thumbnail the row owns (its outputs are checked inside OUT): a hand-edited manifest must
+    # not pull another file into the page.
+    if row.get("thumb") not in row.get("outputs", []):
+        return '<span class="warn">(thumbnail missing)</span>'
     thumb = out / row["thumb"]
     try:
         data = base64.b64encode(thumb.read_bytes()).decode("ascii")
