@@ -49,13 +49,14 @@ class Reporter:
     def info(self, message: str) -> None:
         """A normal message (hidden by --quiet and --json)."""
         if not (self.quiet or self.json_mode):
-            self.err.print(escape(message))
+            # soft_wrap: the terminal wraps; rich would fold a long path mid-name, breaking copy-paste.
+            self.err.print(escape(message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """A warning: always recorded, printed unless --json."""
         self.warnings.append(message)
         if not self.json_mode:
-            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str) -> Iterator[_Task | _NullTask]:
