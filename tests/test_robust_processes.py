@@ -120,3 +120,20 @@ def test_ctrl_c_twice_stops_cutout_with_130_and_no_live_workers(tmp_path):
     assert proc.returncode == 130, err
     assert wait_until(lambda: not any(alive(p) for p in tree), 10), [p for p in tree if alive(p)]
     assert not (out / "datakit.json").exists()
+
+
+def test_the_lock_lives_as_long_as_the_run_in_this_process(tmp_path):
+    """In-process runs (tests, notebooks) hold OUT while their StageRun lives, and let go after."""
+    from datakit.stage import StageRun
+
+    out = tmp_path / "out"
+    src = make_drawings(tmp_path / "in", 1)
+    run = StageRun("tag", out, {"x": 1}, inputs_dir=src)
+    again = StageRun("tag", out, {"x": 1}, inputs_dir=src)  # the same process may open OUT again
+    blocked = datakit("tag", src, out, "--model", "none")
+    assert blocked.returncode == 2 and "in use by another datakit run" in blocked.stderr
+    assert f"PID {os.getpid()}" in blocked.stderr
+    del run, again  # both gone: the lock goes with them
+    done = datakit("tag", src, out, "--model", "none", "-q")
+    assert done.returncode == 0, done.stderr
+    assert not (out / ".datakit.lock").exists()
