@@ -5,6 +5,7 @@ executed) and fails once past a bound proportional to the input: no timing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,19 @@ def test_the_linear_parser_keeps_its_meaning():
     assert split_chunks("\\(a, b\\), (c, d:1.1)") == ["\\(a", "b\\)", "(c, d:1.1)"]
     tags = parse_tags("(" * 50 + "deep" + ")" * 50)
     assert tags[0].text == "deep" and tags[0].weight == pytest.approx(round(1.1**50, 4))
+
+
+def test_tags_stats_names_a_few_tags_in_every_image_not_all_of_them(tmp_path):
+    """One huge caption makes each of its tags "in every image": the printed line shows a few and a count."""
+    from robust_util import datakit
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), "white").save(folder / "a.png")
+    (folder / "a.txt").write_text(", ".join(f"tag{i:03d}" for i in range(500)), encoding="utf-8")
+    done = datakit("tags", "stats", folder, "--tokenizer", "none")
+    assert done.returncode == 0, done.stderr
+    (line,) = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("in every image")]
+    assert line.endswith("tag029, ... and 470 more") and "tag499" not in line
+    stats = json.loads(datakit("tags", "stats", folder, "--tokenizer", "none", "--json").stdout)
+    assert len(stats["in_every_image"]) == 500  # the data keeps them all
