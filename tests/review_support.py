@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,8 @@ from PIL import Image
 
 from datakit.console import Reporter
 from datakit.stages.review import ReviewConfig, run_review
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def figure(w: int, h: int, colour, *, alpha: bool = False, seed: int = 0) -> np.ndarray:
@@ -148,3 +153,30 @@ def serve_in_thread(in_dir: Path, out_dir: Path, **kw) -> Served:
 def under_ci() -> bool:
     """CI=true (GitHub, GitLab, .ci/run) or any other value but an explicit 0/false."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Review:
+    """`datakit review IN OUT` running as a subprocess; its address read from what it prints."""
+
+    def __init__(self, in_dir: Path, out_dir: Path, *extra: str):
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
+        self.proc = subprocess.Popen([sys.executable, "-m", "datakit", "review", str(in_dir), str(out_dir), *extra],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        self.lines = []
+        self.url = None
+        for line in self.proc.stderr:  # the address is the first thing it prints
+            self.lines.append(line)
+            m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=[\w-]+)", line)
+            if m:
+                self.url = m.group(1)
+                break
+        assert self.url, "".join(self.lines)
+
+    def wait(self) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=120)
+        return self.proc.returncode, out, "".join(self.lines) + err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from review_support import manifest_rows, plain_folder, snapshot, under_ci
+from review_support import Review, manifest_rows, plain_folder, snapshot, under_ci
 
-ROOT = Path(__file__).resolve().parents[1]
 # Chromium's own network chatter is refused on machines without internet: switch it off.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -51,33 +47,6 @@ def need_browser():
             pytest.fail(f"CI is set but {message}: .ci/run installs them")
         pytest.skip(f"{message}; under CI this test fails instead")
     return sync_playwright, browser
-
-
-class Review:
-    """`datakit review IN OUT` running as a subprocess; its address read from what it prints."""
-
-    def __init__(self, in_dir: Path, out_dir: Path, *extra: str):
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
-        self.proc = subprocess.Popen([sys.executable, "-m", "datakit", "review", str(in_dir), str(out_dir), *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        self.lines = []
-        self.url = None
-        for line in self.proc.stderr:  # the address is the first thing it prints
-            self.lines.append(line)
-            m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=[\w-]+)", line)
-            if m:
-                self.url = m.group(1)
-                break
-        assert self.url, "".join(self.lines)
-
-    def wait(self) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=120)
-        return self.proc.returncode, out, "".join(self.lines) + err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
 
 
 @pytest.fixture

@@ -231,3 +231,37 @@ def test_a_port_in_use_is_one_clear_error(tmp_path):
             bind("127.0.0.1", busy.getsockname()[1])
     finally:
         busy.close()
+
+
+def test_one_session_per_out_and_ctrl_c_keeps_the_draft(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from review_support import ROOT, Review
+
+    src = plain_folder(tmp_path / "in", n=3)
+    out = tmp_path / "out"
+    first = Review(src, out)
+    try:
+        port = int(first.url.split(":")[2].split("/")[0])
+        token = first.url.split("token=")[1]
+
+        class S:  # what call() needs
+            pass
+
+        s = S()
+        s.port, s.token = port, token
+        assert call(s, "POST", "/api/decide", body={"changes": [{"key": "item01.jpg", "action": "reject"}]})[0] == 200
+        # a second run on the same OUT (any mode) is refused while the page is open, naming the first
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        second = subprocess.run([sys.executable, "-m", "datakit", "review", str(src), str(out), "--accept-all"],
+                                capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert second.returncode == 2 and "in use by another datakit run" in second.stderr, second.stderr
+        first.proc.send_signal(signal.SIGINT)
+        code, _, err = first.wait()
+    finally:
+        first.kill()
+    assert code == 130, err
+    assert "1 change(s) not saved" in err and ".review-draft.json" in err
+    assert not (out / "datakit.json").exists() and (out / ".review-draft.json").is_file()

@@ -255,15 +255,28 @@ def run_review(cfg: ReviewConfig, reporter: Reporter, *, on_ready=None) -> dict:
 
 def _browse(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready) -> dict:
     """Serve the page until the user finishes (or presses Ctrl-C); returns the last save's info."""
+    from datakit.lock import acquire
+
+    out = Path(cfg.out_dir)
+    run = open_run(cfg, review, reporter)  # checks OUT now (apart from IN, ours, writable), not at the first Save
+    if not (out / MANIFEST).exists() and not (out / STAGE_INFO).exists():
+        run.invalidate()  # marks a new OUT as this stage's work in progress (the draft and holes.toml live there)
+    # One session per OUT for as long as the page is open: a second `datakit review` (or any stage)
+    # on the same OUT is refused, naming this one. Each save's StageRun takes it again (re-entrant).
+    lock = acquire(out, "this review session")
+    run.close()
+    try:
+        return _serve_session(cfg, host, review, reporter, holes, on_ready, out)
+    finally:
+        lock.release()
+
+
+def _serve_session(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready, out: Path) -> dict:
+    """The session itself, with OUT locked."""
     from datakit.review.images import Pictures
     from datakit.review.server import serve
     from datakit.review.session import DRAFT_FILE, ReviewSession, SessionHooks
 
-    out = Path(cfg.out_dir)
-    run = open_run(cfg, review, reporter)  # checks OUT now, not at the first Save
-    if not (out / MANIFEST).exists() and not (out / STAGE_INFO).exists():
-        run.invalidate()  # marks a new OUT as this stage's work in progress (the draft and holes.toml live there)
-    del run
     decisions = _earlier(out)
     draft = out / DRAFT_FILE
     if draft.is_file():
