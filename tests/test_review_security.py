@@ -265,3 +265,20 @@ def test_one_session_per_out_and_ctrl_c_keeps_the_draft(tmp_path):
     assert code == 130, err
     assert "1 change(s) not saved" in err and ".review-draft.json" in err
     assert not (out / "datakit.json").exists() and (out / ".review-draft.json").is_file()
+
+
+def test_the_page_works_offline_no_outside_address_no_inline_script():
+    import re
+    from importlib import resources
+
+    static = resources.files("datakit.review").joinpath("static")
+    names = sorted(p.name for p in static.iterdir())
+    assert names == ["review.css", "review.html", "review.js"]
+    for name in names:
+        text = static.joinpath(name).read_text(encoding="utf-8")
+        urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)  # the SVG namespace is a name, not a fetch
+        assert "@import" not in text and "fetch(\"http" not in text
+    html = static.joinpath("review.html").read_text(encoding="utf-8")
+    assert re.findall(r"<script[^>]*>([^<]+)</script>", html) == []  # no inline script (the CSP forbids it anyway)
+    assert ' style="' not in html and " on" + "click=" not in html

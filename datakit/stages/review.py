@@ -24,6 +24,7 @@ from datakit.errors import UsageError
 from datakit.imageio import link_or_copy, open_image, write_text_atomic
 from datakit.inputs import discover
 from datakit.manifest import BOOKKEEPING_FIELDS, MANIFEST, STAGE_INFO, carried_from
+from datakit.paths import printable
 from datakit.review.decisions import DECISIONS_FILE, REJECT_REASON, Decision, read_decisions, write_decisions
 from datakit.review.items import ReviewItem, ReviewSet, collect
 from datakit.review.resolve import resolve
@@ -204,7 +205,7 @@ def _accept_all(cfg: ReviewConfig, review: ReviewSet) -> dict[str, Decision]:
     current = {i.key: i.hash for i in review.items}
     lost = [k for k, d in earlier.items() if current.get(k) == d.hash and (d.action == "reject" or d.tags is not None or d.holes)]
     if lost and not cfg.force:
-        shown = ", ".join(lost[:3]) + (" ..." if len(lost) > 3 else "")
+        shown = ", ".join(map(printable, lost[:3])) + (" ..." if len(lost) > 3 else "")
         raise UsageError(
             f"{Path(cfg.out_dir) / DECISIONS_FILE} holds rejections or caption edits for {len(lost)} item(s) ({shown}) "
             f"that --accept-all would discard: apply them with --decisions {Path(cfg.out_dir) / DECISIONS_FILE}, "
@@ -221,11 +222,11 @@ def _from_file(cfg: ReviewConfig, review: ReviewSet, reporter: Reporter) -> dict
     undecided = [i.key for i in review.items if resolve(i, decisions.get(i.key)).action is None]
     if stale:
         reporter.warn(f"{len(stale)} item(s) changed upstream since {cfg.decisions} was written; their decisions "
-                      f"no longer apply and they are kept: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}")
+                      f"no longer apply and they are kept: {', '.join(map(printable, stale[:5]))}{' ...' if len(stale) > 5 else ''}")
     fresh = [k for k in undecided if k not in stale]
     if fresh:
         reporter.warn(f"{len(fresh)} item(s) have no decision in {cfg.decisions} and are kept: "
-                      f"{', '.join(fresh[:5])}{' ...' if len(fresh) > 5 else ''}")
+                      f"{', '.join(map(printable, fresh[:5]))}{' ...' if len(fresh) > 5 else ''}")
     return decisions
 
 
