@@ -125,13 +125,22 @@ def test_reject_two_with_the_keyboard_edit_a_caption_and_save(tmp_path, page_of)
         expect(card(page, "item04.jpg").locator(".chips")).to_contain_text("night sky")
         page.keyboard.press("Escape")
 
-        # the filter finds the two rejected ones
+        # the filter finds the two rejected ones, tags with spaces, tags left out, and any mix
         page.keyboard.press("/")
         page.keyboard.type("is:rejected")
         expect(page.locator("#grid .card")).to_have_count(2)
-        expect(page.locator("#grid .card")).to_have_count(2)
         page.keyboard.press("Escape")
+        page.fill("#filter", 'tag:"white background"')
+        expect(page.locator("#grid .card")).to_have_count(1)
+        page.fill("#filter", '-tag:"sail kun" is:edited')
+        expect(page.locator("#grid .card")).to_have_count(1)  # item05: no caption, but a bulk tag now
         page.fill("#filter", "")
+        page.locator("#tag-list li", has_text="1girl").first.click()  # the tags panel filters too
+        expect(page.locator("#grid .card")).to_have_count(3)
+        page.fill("#filter", "")
+        page.select_option("#sort", "tags")  # fewest tags first
+        expect(page.locator("#grid .card").first).to_have_attribute("data-key", "item05.png")
+        page.select_option("#sort", "name")
 
         page.click("#finish")
         page.wait_for_selector("#finished")

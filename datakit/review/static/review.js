@@ -103,7 +103,8 @@
   }
 
   function terms(text) {
-    return (text.match(/-?[\w ]*?(?:[:<>=]+)?"[^"]*"|\S+/g) || []).map((t) => t.replace(/"/g, ""));
+    // Words, or name:"words with spaces" (quotes keep a tag with spaces together).
+    return (text.match(/-?\w*(?:[:<>=]+)?"[^"]*"|\S+/g) || []).map((t) => t.replace(/"/g, ""));
   }
 
   function matches(it, term) {
