@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from review_support import Review, manifest_rows, plain_folder, snapshot, under_ci
+from review_support import Review, chain, manifest_rows, plain_folder, snapshot, under_ci
 
 # Chromium's own network chatter is refused on machines without internet: switch it off.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -199,3 +199,52 @@ def test_decisions_come_back_in_the_next_session_and_the_large_view_shows_the_it
     finally:
         second.kill()
     assert (out / "item01.jpg").exists() and not [r for r in manifest_rows(out) if r["status"] == "rejected"]
+
+
+def test_composites_show_their_facts_and_filter_and_sort_by_them_and_by_warnings(tmp_path, page_of):
+    paths = chain(tmp_path)  # cutout -> composite -> tag: the facts live two stages up
+    composite = {r["file"]: r for r in manifest_rows(paths["composite"])}
+    # one composite gets a warning upstream, as composite writes them for an enlarged subject
+    rows = manifest_rows(paths["composite"])
+    warned = "pose0__bg001.png"
+    for r in rows:
+        if r.get("file") == warned:
+            r["warnings"] = ["subject enlarged 2.4x beyond its source"]
+    (paths["composite"] / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    heights = {k: r["placement"]["height_fraction"] for k, r in composite.items() if r.get("status") == "ok"}
+    assert len(heights) == 3
+    out = tmp_path / "reviewed"
+    review = Review(paths["tagged"], out)
+    try:
+        page = page_of(review.url)
+        for key, r in composite.items():
+            if key in heights:
+                facts = card(page, key).locator(".facts")
+                expect(facts).to_contain_text(r["framing"])  # as the composite manifest says, not the tagged one
+                expect(facts).to_contain_text(f"height {round(r['placement']['height_fraction'] * 100)}%")
+                expect(facts).to_contain_text(r["background"])
+        expect(card(page, warned).locator(".warn")).to_contain_text("enlarged")
+        upper = sorted(k for k in heights if composite[k]["framing"] == "upper")
+        page.fill("#filter", "framing:upper")
+        expect(page.locator("#grid .card")).to_have_count(len(upper))
+        lowest = min(heights, key=heights.get)
+        page.fill("#filter", f"height<{(sorted(heights.values())[0] + sorted(heights.values())[1]) / 2:.4f}")
+        expect(page.locator("#grid .card")).to_have_count(1)
+        expect(page.locator("#grid .card").first).to_have_attribute("data-key", lowest)
+        page.fill("#filter", "has:warning")
+        expect(page.locator("#grid .card")).to_have_count(1)
+        expect(page.locator("#grid .card").first).to_have_attribute("data-key", warned)
+        page.fill("#filter", "-warning:enlarged")
+        expect(page.locator("#grid .card")).to_have_count(2)
+        page.fill("#filter", "")
+        page.select_option("#sort", "fact:subject height")  # smallest subject first
+        expect(page.locator("#grid .card")).to_have_count(3)
+        assert [c.get_attribute("data-key") for c in page.locator("#grid .card").all()] == sorted(heights, key=heights.get)
+        page.select_option("#sort", "warnings")
+        expect(page.locator("#grid .card").first).to_have_attribute("data-key", warned)
+        page.click("#finish")
+        page.wait_for_selector("#finished")
+        assert review.wait()[0] == 0
+    finally:
+        review.kill()
+    assert [r["status"] for r in manifest_rows(out) if r.get("key")] == ["ok"] * 3
