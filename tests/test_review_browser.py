@@ -242,9 +242,20 @@ def test_composites_show_their_facts_and_filter_and_sort_by_them_and_by_warnings
         assert [c.get_attribute("data-key") for c in page.locator("#grid .card").all()] == sorted(heights, key=heights.get)
         page.select_option("#sort", "warnings")
         expect(page.locator("#grid .card").first).to_have_attribute("data-key", warned)
+        card(page, warned).click()  # out of the filter field, onto the card
+        page.keyboard.press("x")  # the warned one goes
+        expect(card(page, warned)).to_have_attribute("data-action", "reject")
         page.click("#finish")
         page.wait_for_selector("#finished")
         assert review.wait()[0] == 0
     finally:
         review.kill()
-    assert [r["status"] for r in manifest_rows(out) if r.get("key")] == ["ok"] * 3
+    rows = {r["key"]: r for r in manifest_rows(out)}
+    assert {k: r["status"] for k, r in rows.items()} == {k: "rejected" if k == warned else "ok" for k in heights}
+    # emit takes the reviewed folder as it is: the rejected composite is not in the dataset
+    from datakit.console import Reporter
+    from datakit.stages.emit import EmitConfig, run_emit
+
+    emitted = run_emit(EmitConfig(out_dir=tmp_path / "dataset", concepts=[("sail_kun", out)], workers=1), Reporter(quiet=True))
+    assert emitted["counts"]["out"] == 2
+    assert not list((tmp_path / "dataset").rglob(Path(warned).stem + ".*"))

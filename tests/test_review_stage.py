@@ -81,6 +81,10 @@ def test_decisions_file_rejects_edits_and_emit_takes_the_result(tmp_path):
     assert not os.path.samefile(out / "item00.txt", src / "item00.txt")
     assert rows["item00.png"]["tags_before"] == ["sail kun", "1girl", "solo", "smile", "outdoors"]
     assert snapshot(src) == before
+    stamp = (out / "datakit.json").stat().st_mtime_ns
+    again = review(src, out, decisions=dfile)  # the same decisions again: no work
+    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert (out / "datakit.json").stat().st_mtime_ns == stamp
 
     ds = tmp_path / "dataset"
     emitted = run_emit(EmitConfig(out_dir=ds, concepts=[("sail_kun", out)], workers=1), QUIET)
