@@ -70,6 +70,16 @@ def page_of():
     assert not errors, errors  # no script error on the page
 
 
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setitem(globals(), "chromium_path", lambda: None)  # no chromium on this machine
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set but .*chromium"):
+        need_browser()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="under CI this test fails instead"):
+        need_browser()
+
+
 def expect(locator):
     from playwright.sync_api import expect as playwright_expect
 
