@@ -179,7 +179,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.items, args.large = 12, 40
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not os.path.isfile(CHROMIUM):
+        print(f"review benchmark skipped: it needs Playwright for Python (datakit[dev]) and Debian's chromium at {CHROMIUM}")
+        return
 
     started = time.perf_counter()
     at_start = machine()
