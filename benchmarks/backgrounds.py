@@ -73,7 +73,8 @@ def sdxl(quick: bool) -> list[tuple[str, str]]:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from datakit.models.diffusion import CONFIG_ROOT, write_tiny_clip_tokenizer
+    from datakit.models.diffusion import CONFIG_ROOT
+    from datakit.testing import write_tiny_clip_tokenizer
 
     cfg = CONFIG_ROOT / "sdxl"
     tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok")))

@@ -39,10 +39,10 @@ def build_pipeline(case: str, device: str):
         from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-        from datakit.train.testing import write_tiny_tokenizer
+        from datakit.testing import write_tiny_clip_tokenizer
 
         torch.manual_seed(0)
-        tok = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
+        tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
         te = CLIPTextModel(CLIPTextConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4,
                                           vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
@@ -59,11 +59,11 @@ def build_pipeline(case: str, device: str):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from datakit.models.diffusion import CONFIG_ROOT
-    from datakit.train.testing import write_tiny_tokenizer
+    from datakit.testing import write_tiny_clip_tokenizer
 
     family = "sdxl" if case == "sdxl" else "sd1"
     root = CONFIG_ROOT / family
-    tok = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
+    tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
     with torch.device(device):  # random init on the GPU: seconds instead of minutes
         torch.manual_seed(0)
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(root / "unet")))
@@ -104,12 +104,12 @@ def run_ours(pipe, family, dataset: Path, size: int, steps: int, device: str, ba
     from datakit.console import Reporter
     from datakit.train.config import build_config
     from datakit.train.model import base_from_pipeline
-    from datakit.train.trainer import run_train
+    from datakit.train.loop import run_train
 
     out = Path(tempfile.mkdtemp())
     cfg = build_config({"dataset": dataset, "base_model": "bench", "output": out, "max_steps": steps, "rank": 16,
                         "resolution": size, "batch_size": batch, "device": "cuda" if device == "cuda" else "cpu",
-                        "latent_cache": "ram", "save_precision": "fp16"})
+                        "latent_cache": "ram", "save_precision": "fp16", "alpha": 16})
     info = run_train(cfg, Reporter(quiet=True), base=base_from_pipeline(pipe, name="bench", family=family))
     return {"steps_per_s": info["speed"].get("steady_steps_per_s") or info["speed"]["steps_per_s"],
             "total_s": info["timings"]["total_s"]}

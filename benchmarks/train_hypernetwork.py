@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datakit.train.config import build_config  # noqa: E402
-from datakit.train.testing import write_tiny_dataset  # noqa: E402
+from datakit.testing import write_tiny_dataset  # noqa: E402
 
 IMAGE_PX = 256  # 32x32 latents (the VAE downscales 8x, as SD's): 1024 tokens in the first attention level
 BATCH = 2
@@ -42,7 +42,7 @@ def save_bench_model(folder: Path) -> Path:
     """The tiny test pipeline with a bigger VAE and UNet, so that attention and the VAE weigh as in SD."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from datakit.train.testing import build_tiny_pipeline
+    from datakit.testing import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("sd1")
     torch.manual_seed(0)
@@ -76,12 +76,14 @@ def bench_hypernetwork(quick: bool = False) -> list[dict]:
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     from datakit.train import data as D
-    from datakit.train import trainer as T
-    from datakit.train.cache import TextCache
+    from datakit.train.buckets import load_for_bucket
+    from datakit.train.cache import TextCache, build_latents
+    from datakit.train.conditioning import chunk_count, encode_prompts
     from datakit.train.hypernetwork import Hypernetwork, sizes_for
-    from datakit.train.hypernetwork_data import build_latent_dists
-    from datakit.train.hypernetwork_train import StepContext, micro_step
-    from datakit.train.model import encode_prompts, load_base_model, make_noise_scheduler
+    from datakit.train.model import load_base_model
+    from datakit.train.objective import make_noise_scheduler
+    from datakit.train.plan import make_plan
+    from datakit.train.step import StepContext, micro_batch_loss
 
     steps = 3 if quick else 6
     with tempfile.TemporaryDirectory(prefix="datakit-bench-hn-") as tmp:
@@ -90,9 +92,9 @@ def bench_hypernetwork(quick: bool = False) -> list[dict]:
         dataset = write_tiny_dataset(root / "ds", images=4, size=IMAGE_PX, repeats=1)
         cfg = build_config({"dataset": dataset, "base_model": str(model), "output": root / "out", "device": "cpu",
                             "method": "hypernetwork", "batch_size": BATCH})
-        spec, _ = D.with_overrides(D.read_dataset(dataset), cfg)
+        spec, _ = D.with_overrides(D.read_dataset(dataset), cfg.dataset_overrides)
         entries, _ = D.collect_entries(spec)
-        T.make_plan(cfg, spec, entries, 1)  # assigns buckets
+        make_plan(cfg, spec, entries, 1)  # assigns buckets
         base = load_base_model(str(model))
         for m in (base.unet, base.vae, *base.text_encoders):
             m.requires_grad_(False)
@@ -101,17 +103,18 @@ def bench_hypernetwork(quick: bool = False) -> list[dict]:
         net.apply_to(base)
         net.train()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-5, foreach=True)
-        noise_scheduler = make_noise_scheduler(base, zero_terminal_snr=False)
+        noise_scheduler = make_noise_scheduler(base.scheduler_config, base.prediction_type, zero_terminal_snr=False)
         # datakit: latent distributions and prompts encoded once, SDPA attention.
-        store = build_latent_dists(entries, spec, base, method="once", mode="ram", folder=None, device="cpu", seed=0)
-        store.draw_once(0)
+        store = build_latents(entries, spec, base, sampling="once", mode="ram", folder=None, device="cpu", seed=0)
         text_cache = TextCache()
-        text_cache.fill([e.caption for e in entries], lambda texts: encode_prompts(base, texts))
-        ctx = StepContext(cfg=cfg, spec=spec, base=base, store=store, text_cache=text_cache, encode=None, entries=entries,
-                          device=torch.device("cpu"), accelerator=_NoAccelerator(), noise_scheduler=noise_scheduler,
+        text_cache.fill([e.caption for e in entries], lambda texts: encode_prompts(base, texts),
+                        lambda text: chunk_count(base.tokenizers, text, 75))
+        ctx = StepContext(base=base, spec=spec, entries=entries, store=store, text_cache=text_cache, encode=None,
+                          prompt=lambda caption, rng: caption, scheduler=noise_scheduler,
                           alphas_cumprod=noise_scheduler.alphas_cumprod, is_reg=torch.zeros(len(entries), dtype=torch.bool),
-                          templates=["[filewords]"], name="bench")
-        pixels = [torch.from_numpy(D.load_for_bucket(e.path, e.bucket, alpha_mask=False)[0]).permute(2, 0, 1) for e in entries]
+                          device=torch.device("cpu"), autocast=_NoAccelerator.autocast, trains_text_encoder=False,
+                          noise_offset=0.0, min_snr_gamma=None, prior_loss_weight=1.0, max_steps=steps)
+        pixels = [torch.from_numpy(load_for_bucket(e.path, e.bucket, alpha_mask=False)[0]).permute(2, 0, 1) for e in entries]
         gen = torch.Generator().manual_seed(0)
 
         def reference_step(idx):  # A1111: VAE and text encoder every step, plain attention
@@ -127,7 +130,7 @@ def bench_hypernetwork(quick: bool = False) -> list[dict]:
 
         def datakit_step(idx):
             base.unet.set_attn_processor(AttnProcessor2_0())
-            return micro_step(ctx, idx, gen)
+            return micro_batch_loss(ctx, idx, gen, epoch=0, step=0)
 
         times = {"reference": [], "datakit": []}
         for i in range(steps + 1):  # step 0 warms both up

@@ -12,20 +12,21 @@ import torch
 from datakit.console import Reporter
 from datakit.models.diffusion import CONFIG_ROOT
 from datakit.train import estimate as E
-from datakit.train import trainer as T
+from datakit.train import loop as T
+from datakit.train.plan import Plan
 from datakit.train.config import build_config
-from datakit.train.testing import write_tiny_dataset
+from datakit.testing import write_tiny_dataset
 
 SD15_UNET_PARAMS = 859_520_964  # the published SD1.5 UNet size (also the golden figure)
 
 
-def _plan(resolution=(64, 64), batch=1, **kw) -> T.Plan:
+def _plan(resolution=(64, 64), batch=1, **kw) -> Plan:
     values = dict(resolution=resolution, batch_size=batch, world_size=1, grad_accum=1, num_train_images=4,
                   num_reg_images=0, samples_per_epoch=4, micro_per_epoch=4, steps_per_epoch=4, epochs=25,
                   max_steps=100, enable_bucket=False, buckets={}, keep_tokens=0, shuffle_caption=False,
                   caption_dropout_rate=0.0, caption_tag_dropout_rate=0.0, flip_aug=False, alpha_mask=False)
     values.update(kw)
-    return T.Plan(**values)
+    return Plan(**values)
 
 
 def _config_folder(folder: Path, *, channels=(32, 64), cross=32) -> Path:
@@ -133,7 +134,7 @@ def test_hypernetwork_count_matches_the_real_network(small):
 
 def test_text_encoder_counted_when_not_cached(small):
     cached = _est(small)
-    shuffled = _est(small, _plan(shuffle_caption=True))
+    shuffled = _est(small, _plan(shuffle_caption=True, captions_fixed=False))
     trained = _est(small, train_text_encoder=True)
     assert cached["text_encoder_cached"] and cached["memory_parts_bytes"]["text_encoder_weights"] == 0
     assert not shuffled["text_encoder_cached"] and shuffled["memory_parts_bytes"]["text_encoder_weights"] > 0

@@ -11,7 +11,7 @@ from datakit.errors import UsageError
 from datakit.models.diffusion import CONFIG_ROOT
 from datakit.train.formats import read_lora_file, save_diffusers
 from datakit.train.lora import LoRANetwork, text_encoder_targets, to_sgm_path, unet_targets
-from datakit.train.testing import build_tiny_pipeline
+from datakit.testing import build_tiny_pipeline
 
 
 # Tiny models run fastest on one torch thread (see conftest.one_torch_thread).
@@ -181,9 +181,9 @@ def test_file_contents_and_alpha_round_trip(tmp_path):
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora" and len(meta["sshs_model_hash"]) == 64
 
     pipe2 = build_tiny_pipeline("sd1")
-    other = LoRANetwork(rank=8)  # alpha defaults to rank (scale 1) until the file says otherwise
+    other = LoRANetwork(rank=8)  # alpha defaults to 1 as kohya's (scale 1/8) until the file says otherwise
     other.apply_to(SimpleNamespace(unet=pipe2.unet, text_encoders=[pipe2.text_encoder], family="sd1"))
-    assert other.modules_list()[0].scale == 1.0
+    assert other.modules_list()[0].scale == 1 / 8
     other.load(path)
     assert all(m.scale == 0.25 for m in other.modules_list())
     up = other.modules_list()[0].lora_up.weight
@@ -214,7 +214,7 @@ def test_loading_a_mismatched_file_is_a_usage_error(tmp_path):
 def test_text_encoder_names_follow_text_model_either_way():
     pipe = build_tiny_pipeline("sd1")
     names = [n for n, _, _ in text_encoder_targets(pipe.text_encoder, "lora_te")]
-    assert len(names) == 2 * 6
+    assert len(names) == 2 * 6  # 2 CLIP layers x (q, k, v, out_proj, fc1, fc2)
     assert all(n.startswith("lora_te_text_model_encoder_layers_") for n in names)
 
 

@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
 
         def work(reporter):
             from datakit.train.config import build_config
-            from datakit.train.trainer import run_train
+            from datakit.train.loop import run_train
 
             cfg = build_config(values, config)
             return run_train(cfg, reporter, force=force)

@@ -87,9 +87,9 @@ def locate_configs(model: str, *, family: str | None = None, config_dir: Path | 
             # A pickled .ckpt would have to be unpickled to see its keys: too slow for a dry run.
             family = "sdxl" if "xl" in path.name.lower() else "sd1"
             notes.append(f"family {family} guessed from the file name (give --family to be sure)")
-        folder = dm._configs_for(family, Path(config_dir) if config_dir else None)
+        folder = dm.configs_for(family, Path(config_dir) if config_dir else None)
         return ModelConfigs(family, folder, f"{family} configs in {folder}", notes)
-    if dm._looks_like_hub_id(str(model)):
+    if dm.looks_like_hub_id(str(model)):
         from huggingface_hub import try_to_load_from_cache
 
         hit = try_to_load_from_cache(str(model), "model_index.json")
@@ -127,9 +127,9 @@ def build_meta_model(configs: ModelConfigs) -> MetaModel:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from datakit.models.diffusion import _quiet_loading
+    from datakit.models.diffusion import quiet_loading
 
-    _quiet_loading()
+    quiet_loading()
     fam, folder = configs.family, configs.folder
     index_file = folder / "model_index.json"
     index = json.loads(index_file.read_text()) if index_file.is_file() else {}
@@ -169,13 +169,19 @@ def lora_params(meta: MetaModel, cfg) -> int:
             return rank * (mod.in_channels * k + mod.out_channels)
         return rank * (mod.in_features + mod.out_features)
 
+    lora = cfg.lora
     total = 0
-    for _, mod, is_3x3 in unet_targets(meta.unet, sdxl=meta.family == "sdxl", conv=bool(cfg.conv_rank)):
-        total += size(mod, cfg.conv_rank if is_3x3 else cfg.rank)
-    if cfg.train_text_encoder:
+    for _, mod, is_3x3 in unet_targets(meta.unet, sdxl=meta.family == "sdxl", conv=bool(lora.conv_rank)):
+        total += size(mod, lora.conv_rank if is_3x3 else lora.rank)
+    if lora.train_text_encoder:
         for prefix, enc in zip(text_encoder_prefixes(len(meta.text_encoders)), meta.text_encoders):
-            total += sum(size(mod, cfg.rank) for _, mod, _ in text_encoder_targets(enc, prefix))
+            total += sum(size(mod, lora.rank) for _, mod, _ in text_encoder_targets(enc, prefix))
     return total
+
+
+def trains_text_encoder(cfg) -> bool:
+    """The run trains text-encoder modules (LoRA with --train-text-encoder)."""
+    return cfg.lora is not None and cfg.lora.train_text_encoder
 
 
 def hypernetwork_params(meta: MetaModel, cfg) -> int:
@@ -329,8 +335,7 @@ def throughput(device_type: str, half: bool) -> float:
 
 def text_is_cached(plan, cfg) -> bool:
     """The trainer caches text-encoder outputs when the encoder is frozen and captions never change."""
-    fixed = not (plan.shuffle_caption or plan.caption_dropout_rate or plan.caption_tag_dropout_rate)
-    return fixed and not (cfg.train_text_encoder and cfg.method != "hypernetwork")
+    return plan.captions_fixed and not trains_text_encoder(cfg)
 
 
 def estimate(plan, cfg, family: str, device_type: str, mixed: str | None = None) -> dict:
@@ -389,7 +394,7 @@ def model_estimate(plan, cfg, meta: MetaModel, device_type: str, mixed: str | No
 
     tokens = 77 * max(1, int(cfg.max_token_length) // 75)
     te_flops = 0 if cached_text else text_encoder_flops(meta, batch=batch, tokens=tokens)
-    if cfg.train_text_encoder and cfg.method != "hypernetwork":
+    if trains_text_encoder(cfg):
         te_flops *= 1 + BACKWARD_FACTOR + 1  # its LoRA needs weight-side gradients too
     per_micro = prof.forward_flops * (1 + BACKWARD_FACTOR + (1 if cfg.gradient_checkpointing else 0)) + te_flops
     step_flops = per_micro * max(1, int(cfg.grad_accum))

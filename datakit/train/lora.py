@@ -193,13 +193,14 @@ class LoRANetwork(nn.Module):
 
     file_suffix = ".safetensors"
 
-    def __init__(self, *, rank: int = 16, alpha: float | None = None, conv_rank: int | None = None,
-                 conv_alpha: float | None = None, dropout: float = 0.0, rank_dropout: float = 0.0,
+    def __init__(self, *, rank: int = 16, alpha: float = 1.0, conv_rank: int | None = None,
+                 conv_alpha: float = 1.0, dropout: float = 0.0, rank_dropout: float = 0.0,
                  module_dropout: float = 0.0, train_unet: bool = True, train_text_encoder: bool = False):
+        """Defaults as kohya's networks/lora.py create_network: alpha 1 and conv alpha 1 (scale alpha/rank)."""
         super().__init__()
-        self.rank, self.alpha = rank, float(alpha if alpha else rank)
+        self.rank, self.alpha = rank, float(alpha)
         self.conv_rank = conv_rank
-        self.conv_alpha = conv_alpha if conv_alpha else conv_rank
+        self.conv_alpha = float(conv_alpha) if conv_rank else None
         self.dropouts = dict(dropout=dropout, rank_dropout=rank_dropout, module_dropout=module_dropout)
         self.train_unet = train_unet
         self.trains_text_encoder = train_text_encoder
@@ -245,6 +246,11 @@ class LoRANetwork(nn.Module):
     def set_multiplier(self, value: float) -> None:
         for m in self.modules_list():
             m.multiplier = value
+
+    def refresh_scales(self) -> None:
+        """scale = alpha / rank again after the alpha buffers were loaded (a checkpoint, another file)."""
+        for m in self.modules_list():
+            m.scale = float(m.alpha) / m.rank
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         """Exactly kohya's tensors: `<name>.lora_down.weight`, `<name>.lora_up.weight`, `<name>.alpha`."""
