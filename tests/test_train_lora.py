@@ -231,3 +231,49 @@ def test_lora_is_a_no_op_at_start_and_removable():
     net.set_multiplier(1.0)
     net.remove()
     torch.testing.assert_close(_unet_out(pipe, "sd1"), before)
+
+
+def kohya_lora_forward(org, down, up, x, *, multiplier, rank, alpha, dropout, rank_dropout, training):
+    """kohya networks/lora.py LoRAModule.forward (module dropout off), re-derived; draws from torch's global generator."""
+    lx = torch.nn.functional.linear(x, down) if x.dim() != 4 else torch.nn.functional.conv2d(x, down)
+    if dropout and training:
+        lx = torch.nn.functional.dropout(lx, p=dropout)
+    scale = alpha / rank
+    if rank_dropout and training:
+        mask = torch.rand((lx.size(0), rank), device=lx.device) > rank_dropout
+        if len(lx.size()) == 3:
+            mask = mask.unsqueeze(1)
+        elif len(lx.size()) == 4:
+            mask = mask.unsqueeze(-1).unsqueeze(-1)
+        lx = lx * mask
+        scale = scale * (1.0 / (1.0 - rank_dropout))
+    lx = torch.nn.functional.linear(lx, up) if lx.dim() != 4 else torch.nn.functional.conv2d(lx, up)
+    return org(x) + lx * multiplier * scale
+
+
+@pytest.mark.parametrize("shape,conv", [((2, 7, 12), False), ((3, 12), False), ((2, 12, 5, 5), True)])
+@pytest.mark.parametrize("rank,alpha,dropout,rank_dropout", [(4, 1.0, 0.0, 0.0), (8, 16.0, 0.0, 0.25), (4, 2.0, 0.1, 0.5)])
+def test_lora_scale_and_rank_dropout_are_kohya_s(shape, conv, rank, alpha, dropout, rank_dropout):
+    from torch import nn
+
+    from datakit.train.lora import LoRAModule
+
+    torch.manual_seed(0)
+    org = nn.Conv2d(12, 6, 1) if conv else nn.Linear(12, 6)
+    module = LoRAModule("x", org, rank, alpha, dropout=dropout, rank_dropout=rank_dropout)
+    with torch.no_grad():
+        module.lora_up.weight.normal_()
+    plain = org.forward
+    module.apply()
+    module.multiplier = 0.7
+    x = torch.randn(shape)
+    down, up = module.lora_down.weight.detach(), module.lora_up.weight.detach()
+    for training in (False, True):
+        module.train(training)
+        torch.manual_seed(11)
+        ours = org(x)
+        torch.manual_seed(11)
+        ref = kohya_lora_forward(plain, down, up, x, multiplier=0.7, rank=rank, alpha=alpha, dropout=dropout,
+                                 rank_dropout=rank_dropout, training=training)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert module.scale == alpha / rank
