@@ -41,7 +41,7 @@ def output_name(cfg: TrainConfig, trigger: str | None, default: str) -> str:
     """--output-name (refused when it is not a safe file name), else the trigger made safe, else the method's name."""
     from datakit.paths import check_name, safe_name
 
-    if cfg.output_name:
+    if cfg.output_name is not None:
         return check_name(cfg.output_name, "--output-name")
     return safe_name(trigger.replace(" ", "_"), fallback=default) if trigger else default
 
