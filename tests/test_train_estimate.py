@@ -12,6 +12,7 @@ import torch
 from datakit.console import Reporter
 from datakit.models.diffusion import CONFIG_ROOT
 from datakit.train import estimate as E
+from datakit.train import meta_model as M
 from datakit.train import loop as T
 from datakit.train.plan import Plan
 from datakit.train.config import build_config
@@ -113,23 +114,23 @@ def test_lora_count_matches_the_real_network(small):
     from datakit.train.lora import LoRANetwork
 
     cfg = build_config({"dataset": "unused", "base_model": str(small), "dry_run": True, "rank": 4, "conv_rank": 2, "train_text_encoder": True})
-    meta = E.build_meta_model(E.locate_configs(str(small)))
+    meta = M.build_meta_model(M.locate_configs(str(small)))
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(small / "unet")))
     te = CLIPTextModel(CLIPTextConfig.from_pretrained(str(small / "text_encoder")))
     net = LoRANetwork(rank=4, conv_rank=2, train_text_encoder=True)
     net.create_modules(unet, [te], sdxl=False)
     real = sum(p.numel() for p in net.parameters())
-    assert E.lora_params(meta, cfg) == real
-    assert E.count_params(meta.unet) == sum(p.numel() for p in unet.parameters())
+    assert M.lora_params(meta, cfg) == real
+    assert M.count_params(meta.unet) == sum(p.numel() for p in unet.parameters())
 
 
 def test_hypernetwork_count_matches_the_real_network(small):
     from datakit.train.hypernetwork import Hypernetwork, sizes_for
 
     cfg = build_config({"dataset": "unused", "base_model": str(small), "dry_run": True, "method": "hypernetwork", "layer_structure": "1,2,1"})
-    meta = E.build_meta_model(E.locate_configs(str(small)))
+    meta = M.build_meta_model(M.locate_configs(str(small)))
     real = Hypernetwork(sizes_for(meta.unet, "sd1"), [1, 2, 1])
-    assert E.trainable_params(meta, cfg) == sum(p.numel() for p in real.parameters()) > 0
+    assert M.trainable_params(meta, cfg) == sum(p.numel() for p in real.parameters()) > 0
 
 
 def test_text_encoder_counted_when_not_cached(small):

@@ -7,7 +7,6 @@ Every method (LoRA, hypernetwork, ...) runs here; what differs is a `TrainingMet
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,10 +19,10 @@ from datakit.train import data as D
 from datakit.train import runtime as R
 from datakit.train.buckets import epoch_batches
 from datakit.train.config import TrainConfig, config_record
-from datakit.train.method import CHECKPOINTS, Resumed, RunContext, TrainingMethod
+from datakit.train.method import Resumed, RunContext, TrainingMethod
 from datakit.train.plan import Plan, make_plan
-
-RUN_MARKER = "run.json"  # in OUT/checkpoints: the fingerprint of the run the checkpoints belong to
+from datakit.train.run_files import (check_output_outside_input, checkpoints_belong_to, mark_checkpoints, output_name,
+                                     prepare_output, run_fingerprint)
 
 
 def make_method(cfg: TrainConfig) -> TrainingMethod:
@@ -37,58 +36,11 @@ def make_method(cfg: TrainConfig) -> TrainingMethod:
     return LoRAMethod(cfg)
 
 
-def output_name(cfg: TrainConfig, trigger: str | None, default: str) -> str:
-    """--output-name (refused when it is not a safe file name), else the trigger made safe, else the method's name."""
-    from datakit.paths import check_name, safe_name
-
-    if cfg.output_name is not None:
-        return check_name(cfg.output_name, "--output-name")
-    return safe_name(trigger.replace(" ", "_"), fallback=default) if trigger else default
-
-
-def check_output_outside_input(out: Path, dataset: Path, spec: D.DatasetSpec) -> None:
-    """No stage writes into its own input: OUT may not be the dataset folder, lie inside it, or inside an image folder."""
-    from datakit.paths import is_inside
-
-    root = Path(dataset)
-    inputs = [s.image_dir for s in spec.subsets]
-    clash = (is_inside(out, root) if root.is_dir() else Path(out).resolve() == root.resolve().parent)
-    clash = clash or any(is_inside(out, folder) for folder in inputs)
-    if clash:
-        raise UsageError(f"--output {out} is the dataset or lies inside it ({dataset}); training writes its files, "
-                         "checkpoints and datakit.json there. Give another folder")
-
-
-def prepare_output(out: Path) -> None:
-    """Create the output folder, or one clear usage error when it cannot be created or written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"the output folder is not writable: {out}")
-
-
-def run_fingerprint(cfg: TrainConfig, spec: D.DatasetSpec, entries: list[D.Entry], extra=None) -> str:
-    """Config (minus what cannot change the result) + every image and caption byte: same -> nothing to do."""
-    from datakit.manifest import hash_file, hash_json
-
-    conf = {k: v for k, v in config_record(cfg).items() if k not in ("device", "dry_run", "resume", "cache_dir")}
-    files = []
-    for e in entries:
-        files.append(hash_file(e.path))
-        for ext in (".txt", ".caption"):
-            cap = e.path.with_suffix(ext)
-            if cap.is_file():
-                files.append(hash_file(cap))
-    return hash_json({"config": conf, "files": files, "subsets": [str(asdict(s)) for s in spec.subsets], "extra": extra})
-
-
 def estimate(plan: Plan, cfg: TrainConfig, family: str, device_type: str, mixed: str | None = None) -> dict:
-    """Memory and time estimate from the base model's configs (datakit.train.estimate), no weights loaded."""
+    """Memory and time estimate from the base model's configs, a slice of its UNet timed on the device, no weights loaded."""
     from datakit.train.estimate import estimate as model_based
 
-    return model_based(plan, cfg, family, device_type, mixed)
+    return model_based(plan, cfg, family, device_type, mixed, measure=True)
 
 
 def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> dict:
@@ -164,18 +116,11 @@ class _Run:
 
     def _resume_request(self, run: RunContext) -> str | None:
         """--resume as given; else "auto" when OUT holds checkpoints of this very run (interrupted): a plain re-run continues."""
-        import json
-
         if self.force:
             return None
         if self.cfg.resume:
             return self.cfg.resume
-        marker = run.out / CHECKPOINTS / RUN_MARKER
-        try:
-            same = json.loads(marker.read_text()).get("fingerprint") == run.fingerprint
-        except (OSError, ValueError, AttributeError):
-            same = False
-        if same and self.method.checkpoints(run):
+        if checkpoints_belong_to(run) and self.method.checkpoints(run):
             self.reporter.info(f"continuing the interrupted run from {self.method.checkpoints(run)[-1]} "
                                "(--force starts over)")
             return "auto"
@@ -463,16 +408,6 @@ def gradient_norm(params) -> float:
     """The global gradient norm (inf or NaN when any gradient is)."""
     grads = [p.grad for p in params if p.grad is not None]
     return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-
-
-def mark_checkpoints(run: RunContext) -> None:
-    """Record which run the checkpoints in OUT belong to, so a plain re-run after an interruption continues it."""
-    import json
-
-    from datakit.imageio import write_text_atomic
-
-    write_text_atomic(run.out / CHECKPOINTS / RUN_MARKER,
-                      json.dumps({"fingerprint": run.fingerprint, "method": run.settings.get("method")}) + "\n")
 
 
 def check_sizes(entries, base) -> None:
