@@ -234,3 +234,25 @@ def test_a_failing_meta_pass_falls_back(small, monkeypatch):
     monkeypatch.setattr(E, "profile_unet", broken)
     est = _est(small)
     assert est["basis"] == "family table" and "could not be profiled" in est["notes"][0] and "no meta kernel" in est["notes"][0]
+
+
+def test_dry_run_times_a_slice_of_the_unet_on_the_device(tmp_path, small, capsys):
+    """The time per step comes from a slice of this UNet run on this device (one block per level), scaled by FLOPs."""
+    from datakit.train.speed_probe import build_slice, slice_flops, time_slice
+
+    meta = M.build_meta_model(M.locate_configs(str(small)))
+    ucfg = meta.unet.config
+    blocks, _ = build_slice(ucfg, "meta", torch.float32)
+    assert len(blocks) == len(ucfg.block_out_channels)
+    assert [attn is not None for _, attn in blocks] == ["CrossAttn" in t for t in ucfg.down_block_types]
+    full = M.profile_unet(meta, batch=2, resolution=(64, 64), dtype=torch.float32).forward_flops
+    part = slice_flops(ucfg, batch=2, latent_hw=(8, 8), tokens=77, dtype=torch.float32)
+    assert 0 < part < full  # a scaled-down slice of the same UNet
+    probe = time_slice(ucfg, batch=2, latent_hw=(8, 8), tokens=77, dtype=torch.float32, device="cpu")
+    assert probe.forward_flops == part and probe.seconds > 0
+    ds = write_tiny_dataset(tmp_path / "ds", images=2)
+    info = T.run_train(build_config({"dataset": ds, "base_model": str(small), "dry_run": True, "device": "cpu"}), Reporter())
+    est = info["estimate"]
+    assert est["time_basis"] == "measured" and est["flops_per_s"] > 0
+    assert est["seconds_per_step"] == pytest.approx(est["step_flops"] / est["flops_per_s"] + E.STEP_OVERHEAD_S["cpu"], rel=0.01)
+    assert "time from a slice of the UNet timed on cpu" in capsys.readouterr().err

@@ -113,6 +113,7 @@ class LatentStore:
         remap = {old: new for new, old in enumerate(indices)}
         for name in ("mean", "std", "flipped_mean", "flipped_std", "masks"):
             setattr(self, name, {remap[i]: v for i, v in getattr(self, name).items() if i in remap})
+        self.fixed = {(remap[i], flip): v for (i, flip), v in self.fixed.items() if i in remap}
 
 
 @torch.no_grad()

@@ -195,6 +195,7 @@ class _Run:
             if not run.entries:
                 raise StageError("no image of the dataset could be read")
             run.plan = make_plan(cfg, run.spec, run.entries, world)
+            max_steps = method.max_steps(run.plan.max_steps, reporter)
         reporter.info(f"latent cache: {store.reused} reused, {store.encoded} encoded ({cfg.latent_cache})")
         base.vae.to("cpu")  # not needed until samples
         if run.device_type == "cuda":

@@ -54,6 +54,11 @@ class LoRAModule(nn.Module):
         self._org = [org]  # a list: not registered as a submodule, so base weights stay out of our state dict
         self._org_forward = None
 
+    @property
+    def org_module(self) -> nn.Module:
+        """The base model's Linear or Conv2d this adapter wraps."""
+        return self._org[0]
+
     def apply(self) -> None:
         """Route the wrapped module's forward through this adapter."""
         org = self._org[0]

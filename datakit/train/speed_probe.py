@@ -94,7 +94,7 @@ def slice_flops(ucfg, *, batch: int, latent_hw: tuple[int, int], tokens: int, dt
         for (resnet, attn), x in zip(blocks, xs):
             h = resnet(x, temb)
             if attn is not None:
-                attn(h, encoder_hidden_states=context)
+                attn(h, encoder_hidden_states=context, return_dict=False)
     return int(counter.get_total_flops())
 
 
@@ -115,7 +115,7 @@ def time_slice(ucfg, *, batch: int, latent_hw: tuple[int, int], tokens: int, dty
             x = x.detach().requires_grad_(True)
             h = resnet(x, temb)
             if attn is not None:
-                h = attn(h, encoder_hidden_states=context).sample
+                h = attn(h, encoder_hidden_states=context, return_dict=False)[0]
             total = total + h.float().square().mean()
         total.backward()
         if device == "cuda":
