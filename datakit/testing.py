@@ -3,10 +3,7 @@
 One builder for every stage: the components have the real classes and layouts (CLIP text encoders
 with a CLIP byte-level BPE tokenizer, a UNet with Transformer2DModel blocks, an AutoencoderKL), so
 code run on them is the code run on a real model; only the sizes differ, and nothing is downloaded.
-
-The text encoders' final layer norm gets random weights, as a trained CLIP's has: with the identity
-norm of a fresh model, conditioning on the pre-norm and on the normed hidden state look too alike
-for a test to tell them apart.
+`trained_text=True` gives the CLIP(s) a final layer norm that matters, as a trained CLIP's does.
 """
 
 from __future__ import annotations
@@ -47,40 +44,50 @@ def write_tiny_clip_tokenizer(folder: str | os.PathLike, *, pad_token: str = "<|
     return folder
 
 
-def _text_encoder(vocab: int, hidden: int, *, projection: bool, seed: int):
-    """A 2-layer CLIP text encoder whose final layer norm is not the identity."""
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+def trained_text_norm(text_encoder, *, seed: int) -> None:
+    """Make a fresh CLIP's output look trained: unit-scale token embeddings and a reshaping final layer norm.
 
-    torch.manual_seed(seed)
-    cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, projection_dim=hidden, hidden_act="gelu",
-                         bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1)
-    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
-    inner = getattr(model, "text_model", model)
-    gen = torch.Generator().manual_seed(seed + 101)
+    A fresh CLIP has 0.02-scale embeddings and an identity final norm (weight 1, bias 0), so its
+    pre-norm and normed hidden states differ mostly in scale. This gives the final norm weights of
+    both signs and a small bias, and the embeddings unit scale, so the two states have the same
+    scale and different content: a trainer conditioning on the wrong one is told apart.
+    """
+    import torch
+
+    inner = getattr(text_encoder, "text_model", text_encoder)  # transformers 5 drops `text_model.`
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        # Token embeddings of unit scale (a fresh CLIP's are 0.02), so the hidden states are O(1) as a trained CLIP's.
-        inner.embeddings.token_embedding.weight.copy_(torch.randn(inner.embeddings.token_embedding.weight.shape, generator=gen))
-        # A final layer norm that reshapes, not only rescales: weights of both signs, a small bias.
+        emb = inner.embeddings.token_embedding.weight
+        emb.copy_(torch.randn(emb.shape, generator=gen))
         norm = inner.final_layer_norm
         signs = torch.where(torch.rand(norm.weight.shape, generator=gen) < 0.5, -1.0, 1.0)
         norm.weight.copy_(signs * (0.5 + torch.rand(norm.weight.shape, generator=gen)))
         norm.bias.copy_(torch.randn(norm.bias.shape, generator=gen) * 0.1)
-    return model
 
 
-def build_tiny_pipeline(family: str = "sd1", *, seed: int = 0, sample_size: int = 32, prediction_type: str = "epsilon"):
-    """A random-initialised pipeline of the family with tiny components (a few MB; CPU-fast)."""
+def build_tiny_pipeline(family: str = "sd1", *, seed: int = 0, sample_size: int = 32, prediction_type: str = "epsilon",
+                        trained_text: bool = False):
+    """A random-initialised pipeline of the family with tiny components (a few MB; CPU-fast).
+
+    trained_text: give the text encoder(s) a final layer norm that matters (see trained_text_norm).
+    """
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
     torch.manual_seed(seed)
     tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp(prefix="datakit-tiny-")))))
     vocab = len(tokenizer)
+
+    def text_config(hidden: int, proj: int) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77, projection_dim=proj, hidden_act="gelu",
+            bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+        )
+
     unet_kwargs: dict[str, Any] = dict(
         sample_size=sample_size // 4, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -97,13 +104,15 @@ def build_tiny_pipeline(family: str = "sd1", *, seed: int = 0, sample_size: int 
         from diffusers import StableDiffusionXLPipeline
 
         # Two encoders of different widths, as in SDXL (768 + 1280): single-file loading tells them apart by width.
-        te1 = _text_encoder(vocab, 32, projection=False, seed=seed + 1)
-        te2 = _text_encoder(vocab, 48, projection=True, seed=seed + 2)
-        torch.manual_seed(seed + 3)
+        te1 = CLIPTextModel(text_config(32, 32))
+        te2 = CLIPTextModelWithProjection(text_config(48, 48))
         unet = UNet2DConditionModel(
             **unet_kwargs, cross_attention_dim=32 + 48, use_linear_projection=True, addition_embed_type="text_time",
             addition_time_embed_dim=8, projection_class_embeddings_input_dim=48 + 6 * 8, transformer_layers_per_block=(1, 1),
         )
+        if trained_text:
+            trained_text_norm(te1, seed=seed + 101)
+            trained_text_norm(te2, seed=seed + 102)
         return StableDiffusionXLPipeline(
             vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tokenizer, tokenizer_2=tokenizer,
             unet=unet, scheduler=scheduler,
@@ -111,9 +120,10 @@ def build_tiny_pipeline(family: str = "sd1", *, seed: int = 0, sample_size: int 
     from diffusers import StableDiffusionPipeline
 
     hidden = 32
-    te = _text_encoder(vocab, hidden, projection=False, seed=seed + 1)
-    torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(**unet_kwargs, cross_attention_dim=hidden, use_linear_projection=family == "sd2")
+    te = CLIPTextModel(text_config(hidden, hidden))
+    if trained_text:
+        trained_text_norm(te, seed=seed + 101)
     return StableDiffusionPipeline(
         vae=vae, text_encoder=te, tokenizer=tokenizer, unet=unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -13,9 +13,10 @@ from datakit.errors import UsageError
 from datakit.train import loop as T
 from datakit.train.cache import LatentStore
 from datakit.train.config import build_config
-from datakit.train.hypernetwork_data import fill_template, read_templates
-from datakit.train.hypernetwork_format import read_hypernetwork_file, shorthash
 from datakit.testing import save_tiny_model, write_tiny_dataset
+from datakit.train.hypernetwork import read_hypernetwork_file
+from datakit.train.hypernetwork_data import fill_template, read_templates
+from datakit.train.hypernetwork_format import shorthash
 
 
 @pytest.fixture(scope="module")

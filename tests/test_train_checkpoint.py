@@ -216,3 +216,17 @@ def test_a_checkpoint_folder_exists_only_when_complete(tmp_path):
     with atomic_folder(dest) as tmp:
         (tmp / "b").write_text("third")
     assert sorted(p.name for p in dest.iterdir()) == ["b"] and sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_a_captured_state_is_a_snapshot(tmp_path):
+    net = _net()
+    opt = _adamw(net.parameters())
+    _step(net, opt, None, 0)
+    state = capture_training_state(1, net, optimizer=opt)
+    before = {k: v.clone() for k, v in opt.state_dict()["state"][0].items()}
+    weights = {k: v.clone() for k, v in net.state_dict().items()}
+    _step(net, opt, None, 1)  # the live run moves on; the snapshot must not
+    save_training_state(tmp_path, state)
+    back = load_training_state(tmp_path)
+    assert all(torch.equal(back.optimizer["state"][0][k], v) for k, v in before.items())
+    assert all(torch.equal(back.network[k], v) for k, v in weights.items())

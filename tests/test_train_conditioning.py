@@ -30,7 +30,7 @@ LONG = ", ".join(["sks"] + [f"tag{i}" for i in range(35)])
 
 
 def _pipe(family: str, sd2_padding: bool = False, seed: int = 0):
-    pipe = build_tiny_pipeline(family, seed=seed)
+    pipe = build_tiny_pipeline(family, seed=seed, trained_text=True)
     if sd2_padding:  # SD2's tokenizer (and SDXL's second) pads with "!" after the end token
         import tempfile
 

@@ -1,7 +1,7 @@
 """Training and inference agree: a LoRA trained by `datakit train` helps most under the conditioning inference uses.
 
 A tiny v-prediction SD2-layout model, whose CLIP has a final layer norm that reshapes its output
-(weights of both signs, as a test stand-in for a trained CLIP's non-trivial norm), learns two flat
+(datakit.testing.trained_text_norm: a stand-in for a trained CLIP's non-trivial norm), learns two flat
 images of different colours with different captions. The LoRA file is then loaded as users load it
 (diffusers' `load_lora_weights`) and measured with the pipeline's own prompt encoding
 (`StableDiffusionPipeline.encode_prompt`: the normed last hidden state, what diffusers, A1111 and
@@ -45,7 +45,7 @@ def _dataset(folder):
 
 def _model(folder, data, family: str, prediction_type: str):
     """The tiny model, its VAE scaling factor set as SD's is: so the training latents have unit variance."""
-    pipe = build_tiny_pipeline(family, seed=3, prediction_type=prediction_type)
+    pipe = build_tiny_pipeline(family, seed=3, prediction_type=prediction_type, trained_text=True)
     with torch.no_grad():
         latents = torch.cat([pipe.vae.encode(_pixels(data, n)).latent_dist.mode() for n in "ab"])
     pipe.vae.register_to_config(scaling_factor=float(1 / latents.std()))

@@ -106,7 +106,7 @@ def test_after_ctrl_c_a_plain_re_run_continues_from_the_last_checkpoint(tmp_path
     if method == "lora":
         a, b = load_file(whole["file"]), load_file(again["file"])
     else:
-        from datakit.train.hypernetwork_format import read_hypernetwork_file
+        from datakit.train.hypernetwork import read_hypernetwork_file
 
         a, b = (read_hypernetwork_file(i["file"])["network"].state_dict() for i in (whole, again))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

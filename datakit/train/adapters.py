@@ -95,7 +95,7 @@ def _kohya_lora(pipeline, path: Path, keys: list[str], strength: float) -> Appli
 
 
 def _hypernetwork(pipeline, path: Path, strength: float) -> AppliedAdapter:
-    from datakit.train.hypernetwork_format import read_hypernetwork_file
+    from datakit.train.hypernetwork import read_hypernetwork_file
 
     network = read_hypernetwork_file(path, what="adapter")["network"]
     network.apply_to(pipeline.unet)

@@ -101,13 +101,24 @@ def capture_training_state(step: int, network: torch.nn.Module, *, optimizer=Non
     return TrainingState(
         step=int(step),
         network={k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()},
-        optimizer=optimizer.state_dict() if optimizer is not None else None,
+        optimizer=_cpu_copy(optimizer.state_dict()) if optimizer is not None else None,
         optimizer_class=optimizer_class_path(optimizer) if optimizer is not None else None,
-        lr_scheduler=lr_scheduler.state_dict() if lr_scheduler is not None else None,
-        scaler=scaler.state_dict() if scaler is not None else None,
+        lr_scheduler=_cpu_copy(lr_scheduler.state_dict()) if lr_scheduler is not None else None,
+        scaler=_cpu_copy(scaler.state_dict()) if scaler is not None else None,
         rng=capture_rng_state() if rng else None,
         settings=dict(settings or {}),
     )
+
+
+def _cpu_copy(obj):
+    """state_dict() values reference the live tensors: snapshot them (nested containers kept as they are)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def apply_training_state(state: TrainingState, *, network: torch.nn.Module, optimizer=None, lr_scheduler=None,
@@ -179,7 +190,7 @@ def save_training_state(folder: Path, state: TrainingState) -> None:
                                                       state.rng.python], tensors),
         "settings": _encode(state.settings, tensors),
     }
-    data = save(tensors)
+    data = save(_unshared(tensors))
     body["tensors_sha256"] = hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(folder / STATE_TENSORS, data)
@@ -263,8 +274,20 @@ def atomic_folder(dest: Path) -> Iterator[Path]:
 # ---- nested values <-> JSON + tensor table -------------------------------------------------------
 
 def _storable(t: torch.Tensor) -> torch.Tensor:
-    # A CPU copy with its own storage: safetensors refuses shared or non-contiguous tensors.
-    return t.detach().to("cpu", copy=True).contiguous()
+    # On the CPU and contiguous; shared storages are separated in save_training_state (safetensors refuses them).
+    return t.detach().to("cpu").contiguous()
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copy only the tensors whose storage another one already uses."""
+    seen: set[int] = set()
+    out = {}
+    for key, t in tensors.items():
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        out[key] = t.clone() if ptr is not None and ptr in seen else t
+        if ptr is not None:
+            seen.add(ptr)
+    return out
 
 
 def _encode(obj, tensors: dict[str, torch.Tensor]):

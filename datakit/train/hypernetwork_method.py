@@ -71,8 +71,8 @@ class HypernetworkMethod:
         return path
 
     def build_network(self, run: RunContext, base, reporter):
-        from datakit.train.hypernetwork import Hypernetwork, sizes_for
-        from datakit.train.hypernetwork_format import read_hypernetwork_file
+        from datakit.train.hypernetwork import Hypernetwork, read_hypernetwork_file, sizes_for
+        from datakit.train.hypernetwork_format import comfyui_differences
 
         self.prompt_name = run.output_name
         hs = self.settings
@@ -97,6 +97,11 @@ class HypernetworkMethod:
         network.set_multiplier(self.options.strength)  # used by samples only: training runs at strength 1 (as A1111)
         reporter.info(f"network: {network.describe()}; {sum(network.hooked.values())} attention layers, "
                       f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters")
+        differences = comfyui_differences(network.activation, network.layer_norm, network.activate_output,
+                                          network.dropout_structure)
+        if differences:
+            reporter.warn("ComfyUI will compute this hypernetwork differently from A1111 (the file loads in both): "
+                          + "; ".join(differences) + ". docs/hypernetwork.md lists the portable settings")
         return network
 
     def prompt(self, caption: str, rng: random.Random) -> str:

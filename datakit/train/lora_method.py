@@ -103,13 +103,15 @@ class LoRAMethod:
         reporter.info(f"resumed from {path} at step {step}")
         return Resumed(step, str(path))
 
-    def _metadata(self, run: RunContext, step: int, network, base, epoch: int, bucket_info) -> dict:
-        from datakit.train.formats import build_metadata
+    def _metadata(self, run: RunContext, step: int, network, opt: Optimisation, base, epoch: int) -> dict:
+        from datakit.train.formats import build_metadata, kohya_bucket_info
 
-        meta = build_metadata(cfg=self.cfg, base=base, plan=run.plan, network=network, step=step, epoch=epoch,
-                              started=run.started, trigger=run.trigger,
+        plan = run.plan
+        meta = build_metadata(cfg=self.cfg, base=base, plan=plan, network=network, optimizer=opt.optimizer, step=step,
+                              epoch=epoch, started=run.started, trigger=run.trigger,
                               tag_frequency=D.tag_frequency(run.spec, run.entries),
-                              dataset_dirs=D.dataset_dirs(run.spec, run.entries), bucket_info=bucket_info)
+                              dataset_dirs=D.dataset_dirs(run.spec, run.entries),
+                              bucket_info=kohya_bucket_info(run.spec, run.entries) if plan.enable_bucket else None)
         meta["ss_output_name"] = run.output_name
         return meta
 
@@ -118,7 +120,7 @@ class LoRAMethod:
         from datakit.train.formats import save_dtype
 
         folder = run.out / CHECKPOINTS / f"step-{step:06d}"
-        meta = self._metadata(run, step, network, base, step // run.plan.steps_per_epoch, None)
+        meta = self._metadata(run, step, network, opt, base, step // run.plan.steps_per_epoch)
         with atomic_folder(folder) as tmp:  # a checkpoint folder exists only when complete
             network.save(tmp / f"{run.output_name}-step{step:06d}.safetensors", meta, save_dtype(self.options.save_precision))
             save_training_state(tmp, capture_training_state(step, network, optimizer=opt.optimizer,
@@ -139,7 +141,7 @@ class LoRAMethod:
         if self.options.format == "diffusers":
             return save_diffusers(network, base, run.out / run.output_name, dtype)
         epoch = math.ceil(step * self.cfg.grad_accum / plan.micro_per_epoch)
-        meta = self._metadata(run, step, network, base, epoch, {"buckets": plan.buckets} if plan.enable_bucket else None)
+        meta = self._metadata(run, step, network, opt, base, epoch)
         dest = run.out / f"{run.output_name}.safetensors"
         network.save(dest, meta, dtype)
         return dest
