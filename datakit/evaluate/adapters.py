@@ -7,7 +7,7 @@ base model and every adapter in turn:
   or folder) are applied with diffusers' own `load_lora_weights` and removed with
   `unload_lora_weights` afterwards, which also takes peft's wrappers off the layers, so the base
   weights and modules are exactly as before (nothing is fused);
-- A1111 hypernetwork `.pt` files are read with `weights_only=True` (datakit.train.hypernetwork_format)
+- A1111 hypernetwork `.pt` files are read with `weights_only=True` (datakit.train.hypernetwork)
   and hooked into the UNet's attention (datakit.train.hypernetwork), then unhooked;
 - `NetworkAdapter` wraps a network the trainer already applied (LoRANetwork or Hypernetwork):
   it sets the network's strength for its samples and to 0 (exactly the base model) for the reference.
