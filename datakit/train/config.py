@@ -141,6 +141,13 @@ class TrainConfig:
     sample_prompts: Path | None = None
     sample_steps: int = 20
     sample_cfg: float = 7.0
+    eval_every: int | None = None  # `datakit eval`'s leakage measurement every N steps (and at the end)
+    eval_subject: Path | None = None  # the subject's cut-outs, for subject presence
+    eval_clip_model: str | None = None  # default: $DATAKIT_CLIP_MODEL; none: scene agreement not measured
+    eval_prompts: Path | None = None  # scene prompts file (default: datakit eval's built-in scenes)
+    eval_seeds: int = 2
+    eval_steps: int = 20
+    eval_batch_size: int = 4
     nan_loss_limit: float = 1e3  # a loss above this counts as diverged
     seed: int = 0
     device: str = "auto"
@@ -176,6 +183,9 @@ class TrainConfig:
             (self.lr > 0, "--lr must be positive"),
             (self.max_grad_norm >= 0, "--max-grad-norm must not be negative"),
             (self.min_snr_gamma is None or self.min_snr_gamma > 0, "--min-snr-gamma must be positive"),
+            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1"),
+            (self.eval_seeds >= 1 and self.eval_steps >= 1 and self.eval_batch_size >= 1,
+             "--eval-seeds, --eval-steps and --eval-batch-size must be at least 1"),
             (ov.batch_size is None or ov.batch_size >= 1, "--batch-size must be at least 1"),
             (ov.resolution is None or min(ov.resolution) >= 8, "--resolution must be at least 8 px"),
         ]
@@ -206,7 +216,8 @@ LORA_FIELDS = {f.name for f in dataclasses.fields(LoRAOptions)}
 HYPERNETWORK_FIELDS = {f.name for f in dataclasses.fields(HypernetworkOptions)} - {"lr_schedule", "clip_schedule"}
 SHARED_METHOD_FIELDS = LORA_FIELDS & HYPERNETWORK_FIELDS  # --dropout
 FIELDS = COMMON_FIELDS | OVERRIDE_FIELDS | LORA_FIELDS | HYPERNETWORK_FIELDS
-PATH_FIELDS = ("dataset", "output", "config_dir", "network_weights", "cache_dir", "sample_prompts", "template")
+PATH_FIELDS = ("dataset", "output", "config_dir", "network_weights", "cache_dir", "sample_prompts", "template",
+               "eval_subject", "eval_prompts")
 
 
 def parse_resolution(value) -> tuple[int, int]:

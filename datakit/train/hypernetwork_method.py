@@ -175,7 +175,9 @@ class HypernetworkMethod:
         path = Path(str(self.cfg.base_model)).expanduser()
         return {"name": run.output_name, "sd_checkpoint": shorthash(path) if path.is_file() else None,
                 "sd_checkpoint_name": path.stem if path.is_file() else (path.name or str(self.cfg.base_model)),
-                "optional_info": f"trained with datakit on {run.plan.num_train_images} images"}
+                # "trigger: X" is how `datakit eval` (and a reader) finds the word the hypernetwork was trained with
+                "optional_info": f"trained with datakit on {run.plan.num_train_images} images"
+                                 + (f"; trigger: {run.trigger}" if run.trigger else "")}
 
     def save_checkpoint(self, run: RunContext, step: int, network, opt: Optimisation, scaler, base) -> Path:
         from datakit.train.hypernetwork_format import save_hypernetwork
@@ -183,7 +185,7 @@ class HypernetworkMethod:
         path = save_hypernetwork(network, run.out / CHECKPOINTS / f"{run.output_name}-{step}.pt", optimizer=opt.optimizer,
                                  step=step, **self._file_meta(run))
         if self.cfg.keep_last:
-            for old in self.checkpoints(run)[:-self.cfg.keep_last]:
+            for old in [p for p in self.checkpoints(run) if p not in run.protected][:-self.cfg.keep_last]:
                 old.unlink(missing_ok=True)
                 Path(f"{old}.optim").unlink(missing_ok=True)
         return path

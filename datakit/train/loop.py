@@ -179,6 +179,11 @@ class _Run:
 
         cfg, reporter, method, out = self.cfg, self.reporter, self.method, run.out
         device, world, rank, main = accelerator.device, accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+        evals = None
+        if cfg.eval_every and main:  # before the base model loads: a bad --eval-* option fails at once
+            from datakit.train.checkpoint_eval import CheckpointEval
+
+            evals = CheckpointEval(cfg, out, run.trigger, run.plan.resolution, device, reporter)
         base = self._load_base(base, device, mixed)
         check_sizes(run.entries, base)
         scheduler = make_noise_scheduler(base.scheduler_config, base.prediction_type, zero_terminal_snr=cfg.zero_terminal_snr)
@@ -206,6 +211,8 @@ class _Run:
         opt.optimizer = accelerator.prepare(opt.optimizer)  # fp16: loss scaling; the network itself is not wrapped
         resumed = method.resume(run, network, opt, accelerator.scaler, reporter) if run.resume else Resumed()
         step = resumed.step
+        if evals is not None:
+            evals.start(step)
         if step >= max_steps:
             raise UsageError(f"{resumed.source} is already at step {step}, not below the {max_steps} steps planned; "
                              "give a larger --max-steps")
@@ -265,12 +272,17 @@ class _Run:
                     loss_window = (loss_window + [accum])[-20:]
                     log.add(step, micro // plan.micro_per_epoch, accum, lr)
                     progress.update(step, accum, lr)
-                    if cfg.save_every and step % cfg.save_every == 0 and step < max_steps:
+                    measure = bool(cfg.eval_every) and step % cfg.eval_every == 0
+                    if (measure or (cfg.save_every and step % cfg.save_every == 0)) and step < max_steps:
                         accelerator.wait_for_everyone()
-                        if main:
-                            last_good = str(method.save_checkpoint(run, step, network, opt, accelerator.scaler, base))
+                        if main:  # every measured step gets a checkpoint, so the best one can be used
+                            saved = method.save_checkpoint(run, step, network, opt, accelerator.scaler, base)
+                            last_good = str(saved)
                             mark_checkpoints(run)
                             log.flush()
+                            if evals is not None and measure:
+                                self._measure(evals, run, base, network, step, saved, accelerator)
+                        accelerator.wait_for_everyone()
                     if prompts and (step % cfg.sample_every == 0 or step == max_steps):
                         self._samples(base, network, prompts, plan, device, accelerator, out / "samples" / f"step-{step:06d}.png")
         except KeyboardInterrupt:
@@ -282,7 +294,14 @@ class _Run:
             raise
         train_s = time.perf_counter() - t_loop
         return self._finish(run, network, opt, base, step, steps_done, train_s, step_ends, loss_window, store, text_cache,
-                            overrides, skipped, resumed, accelerator, log, speed, max_steps)
+                            overrides, skipped, resumed, accelerator, log, speed, max_steps, evals)
+
+    def _measure(self, evals, run: RunContext, base, network, step: int, saved: Path, accelerator) -> None:
+        """One --eval-every measurement; the best checkpoint so far is kept from --keep-last's pruning."""
+        evals.measure(base, network, step, saved, accelerator.autocast)
+        run.saved[step] = saved
+        best = evals.best()
+        run.protected = {run.saved[best.step]} if best.step in run.saved else set()
 
     def _latents(self, run, base, accelerator, cache_dir, skipped, build_latents):
         """The main process encodes and writes the disk cache first; the others then read it."""
@@ -343,19 +362,14 @@ class _Run:
         cfg = self.cfg
         network.eval()
         try:
-            tes_device = [next(te.parameters()).device for te in base.text_encoders]
-            for te in base.text_encoders:
-                te.to(device)
             generate_grid(base, prompts, size=plan.resolution, steps=cfg.sample_steps, cfg_scale=cfg.sample_cfg,
                           device=device, autocast=accelerator.autocast, dest=dest)
-            for te, d in zip(base.text_encoders, tes_device):
-                te.to(d)
         finally:
             network.train()
 
     # -- the end -----------------------------------------------------------------------------------
     def _finish(self, run, network, opt, base, step, steps_done, train_s, step_ends, loss_window, store, text_cache,
-                overrides, skipped, resumed, accelerator, log, speed, max_steps) -> dict:
+                overrides, skipped, resumed, accelerator, log, speed, max_steps, evals=None) -> dict:
         from datakit.manifest import write_stage_info
 
         accelerator.wait_for_everyone()
@@ -371,6 +385,11 @@ class _Run:
             plot = log.plot(run.out / "loss.png")
             if plot:
                 outputs.append(str(plot))
+            if evals is not None:
+                evals.measure(base, network, step, Path(outputs[0]), accelerator.autocast)
+                best = evals.best()
+                self.reporter.info(f"eval: best checkpoint {best.checkpoint} (step {best.step}): {best.reason}"
+                                   if best.checkpoint else f"eval: no best checkpoint: {best.reason}")
         cfg, plan = self.cfg, run.plan
         info = {
             "stage": "train",
@@ -397,6 +416,8 @@ class _Run:
             "speed": speed(steps_done, train_s, step_ends, run.device_type),
             **self.method.summary(network),
         }
+        if evals is not None:
+            info["eval"] = evals.summary()
         if accelerator.is_main_process:
             write_stage_info(run.out, info)
         network.remove()  # the base model is left as it was given

@@ -127,7 +127,7 @@ class LoRAMethod:
                                                             lr_scheduler=opt.lr_scheduler, scaler=scaler,
                                                             settings=run.settings))
         if self.cfg.keep_last:
-            for old in self.checkpoints(run)[:-self.cfg.keep_last]:
+            for old in [p for p in self.checkpoints(run) if p not in run.protected][:-self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
 

@@ -38,6 +38,8 @@ class RunContext:
     force: bool
     resume: str | None = None  # --resume, or "auto" when a plain re-run continues an interrupted run
     settings: dict = field(default_factory=dict)  # JSON values stored with checkpoints
+    saved: dict = field(default_factory=dict)  # step -> checkpoint written by this process
+    protected: set = field(default_factory=set)  # checkpoints --keep-last must not delete (the best one measured)
 
 
 @dataclass
