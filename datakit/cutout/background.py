@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Samples of a smooth surface are this many pixels apart before bilinear upsampling.
+GRID_STEP = 8
 # Noise floor (8-bit levels per channel): clean PNG art has zero noise, but the threshold derived
 # from it must still sit above rounding and faint paper texture.
 MIN_SIGMA = 1.0
@@ -32,26 +34,16 @@ class BackgroundModel:
         """The surface as an HxWx3 float32 image (0..255), or only its part in `box` (x, y, w, h).
 
         A quadratic is smooth: it is evaluated on a grid 8x coarser and resized (bilinear), which is
-        exact to far below one 8-bit level and several times cheaper than evaluating every pixel. A
-        box gets exactly the values of the whole image's render there, for the cost of the box.
+        exact to far below one 8-bit level and several times cheaper than evaluating every pixel.
         """
-        import cv2
-
+        if height > 4 * GRID_STEP and width > 4 * GRID_STEP:
+            off = (GRID_STEP - 1) / 2.0
+            return upsample_grid(
+                lambda r0, r1, c0, c1: self.evaluate(np.arange(r0, r1) * GRID_STEP + off, np.arange(c0, c1) * GRID_STEP + off, height, width),
+                GRID_STEP, height, width, box,
+            )
         x, y, bw, bh = box if box is not None else (0, 0, width, height)
-        step = 8
-        if height > 4 * step and width > 4 * step:
-            gh, gw = -(-height // step), -(-width // step)
-            # Sample k sits at pixel k*step + (step-1)/2, where cv2.resize's centre-aligned bilinear
-            # puts it, so every output pixel p is interpolated at exactly p (clamped in the last 4 px).
-            # A box needs the samples around it, plus one on each side so that its edge pixels are
-            # interpolated, not clamped, unless the frame's edge clamps them too.
-            c0, c1 = max(0, x // step - 1), min(gw, (x + bw - 1) // step + 2)
-            r0, r1 = max(0, y // step - 1), min(gh, (y + bh - 1) // step + 2)
-            off = (step - 1) / 2.0
-            coarse = self._evaluate(np.arange(r0, r1) * step + off, np.arange(c0, c1) * step + off, height, width)
-            full = cv2.resize(coarse, ((c1 - c0) * step, (r1 - r0) * step), interpolation=cv2.INTER_LINEAR)
-            return np.ascontiguousarray(full[y - r0 * step : y - r0 * step + bh, x - c0 * step : x - c0 * step + bw])
-        return self._evaluate(np.arange(y, y + bh), np.arange(x, x + bw), height, width)
+        return self.evaluate(np.arange(y, y + bh), np.arange(x, x + bw), height, width)
 
     def render8(self, height: int, width: int) -> np.ndarray:
         """The surface as HxWx3 uint8, within 1.5 levels of `render` (for quick screening only)."""
@@ -61,15 +53,15 @@ class BackgroundModel:
         if height > 4 * step and width > 4 * step:
             gh, gw = -(-height // step), -(-width // step)
             off = (step - 1) / 2.0
-            coarse = self._evaluate(np.arange(gh) * step + off, np.arange(gw) * step + off, height, width)
+            coarse = self.evaluate(np.arange(gh) * step + off, np.arange(gw) * step + off, height, width)
             coarse = cv2.convertScaleAbs(coarse)
             # 8-bit bilinear: samples rounded (0.5), output rounded (0.5), fixed-point weights (< 0.2).
             full = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
             return full[:height, :width]
         return cv2.convertScaleAbs(self.render(height, width))
 
-    def _evaluate(self, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The surface at the given pixel rows and columns (float32, len(rows) x len(cols) x 3)."""
+    def evaluate(self, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The surface at the given pixel rows and columns of a height x width frame (float32, len(rows) x len(cols) x 3)."""
         ys = (rows / max(1, height - 1) * 2.0 - 1.0).astype(np.float32)
         xs = (cols / max(1, width - 1) * 2.0 - 1.0).astype(np.float32)
         c = self.coeffs.astype(np.float32)
@@ -96,6 +88,29 @@ class BackgroundModel:
         if self.sigma > 12.0:
             return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
         return None
+
+
+def upsample_grid(samples, step: int, height: int, width: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Bilinear upsampling of a grid of samples every `step` px to a frame, or to only its part in `box` (x, y, w, h).
+
+    Sample k sits at pixel k*step + (step-1)/2, where cv2.resize's centre-aligned bilinear puts it,
+    so every output pixel p is interpolated at exactly p (clamped beyond the outermost samples).
+    `samples(r0, r1, c0, c1)` gives the float32 samples of grid rows r0..r1-1 and columns c0..c1-1.
+    A box takes the samples around it, plus one on each side so that its edge pixels are
+    interpolated, not clamped, unless the frame's edge clamps them too: it gets exactly the values
+    of the whole frame's render there, for the cost of the box.
+    """
+    import cv2
+
+    x, y, bw, bh = box if box is not None else (0, 0, width, height)
+    gh, gw = -(-height // step), -(-width // step)
+    c0, c1 = max(0, x // step - 1), min(gw, (x + bw - 1) // step + 2)
+    r0, r1 = max(0, y // step - 1), min(gh, (y + bh - 1) // step + 2)
+    coarse = np.ascontiguousarray(samples(r0, r1, c0, c1), dtype=np.float32)
+    if step == 1:
+        return np.ascontiguousarray(coarse[y - r0 : y - r0 + bh, x - c0 : x - c0 + bw])
+    full = cv2.resize(coarse, ((c1 - c0) * step, (r1 - r0) * step), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(full[y - r0 * step : y - r0 * step + bh, x - c0 * step : x - c0 * step + bw])
 
 
 def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:
