@@ -136,3 +136,25 @@ def test_cli_holes_file_option_and_a_bad_file_exits_2(tmp_path: Path, capsys):
     assert exc.value.code == 0
     row = _rows(tmp_path / "out")["b.png"]
     assert [r["by"] for r in row["holes"] if r["number"] == 1] == ["holes file"]
+
+
+def test_the_samples_holes_file_cuts_the_arm_gap_and_names_only_real_regions():
+    """samples/holes.toml (the demo's) still fits the samples: every number it lists exists, and its
+    cut is the one region that is backdrop seen between the bent arm and the body."""
+    from datakit.cutout.holes_file import read_holes
+
+    root = Path(__file__).resolve().parents[1] / "samples"
+    choices = read_holes(root / "holes.toml")
+    assert sorted(choices) == ["hand_on_hip", "jumping", "standing", "waving"]
+    img = np.asarray(Image.open(root / "subjects" / "hand_on_hip.png").convert("RGB"))
+    cut = cut_flat(img, CutOptions(), HoleEvidence(choice=choices["hand_on_hip"]))
+    rows = {r["number"]: r for r in cut.info["holes"]}
+    assert choices["hand_on_hip"].numbers() == set(rows)
+    (gap,) = [r for r in rows.values() if r["action"] == "cut"]
+    # The gap lies right of the shirt (region 3), and its middle is transparent now.
+    assert gap["bbox"][0] > rows[3]["bbox"][0] and gap["by"] == "holes file"
+    x0, y0, x1, y1 = gap["bbox"]
+    alpha = cut.rgba[:, :, 3]
+    bx, by = cut.info["crop_box"][:2]
+    assert (alpha[(y0 + y1) // 2 - by, (x0 + x1) // 2 - bx]) == 0
+    assert all(r["action"] == "kept" and not r["flagged"] for r in rows.values() if r is not gap)

@@ -46,12 +46,15 @@ def test_render_review_draws_panels_outlines_and_numbers(tmp_path: Path):
     assert (right[oy + 20, ox + 60] == (250, 250, 250)).all()  # the subject on the dark panel
 
 
-def test_reduce_keeps_edges_premultiplied():
+def test_reduce_averages_areas_and_keeps_small_images():
     rgba = np.zeros((400, 200, 4), np.uint8)
-    rgba[:, :100] = (255, 0, 0, 255)  # the transparent half holds black RGB: it must not darken the edge
+    rgba[:, :100] = (255, 0, 0, 255)
+    rgba[:, 100:] = (255, 0, 0, 0)  # hidden RGB bled from the edge, as the cut-out has it
     small, scale = R.reduce(rgba, 100)
     assert small.shape == (100, 50, 4) and scale == 0.25
-    assert (small[:, :25, 0] == 255).all() and (small[:, 25:, 3] == 0).all()
+    assert (small[:, :25, 0] == 255).all() and (small[:, 25:, 3] == 0).all() and (small[:, :25, 3] == 255).all()
+    same, one = R.reduce(rgba[:50, :60], 100)
+    assert one == 1.0 and same.shape == (50, 60, 4)
 
 
 def test_entry_from_row_moves_outlines_into_the_cut_out():

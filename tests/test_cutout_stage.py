@@ -55,7 +55,7 @@ def test_outputs_manifest_and_caption(inp: Path, tmp_path: Path):
     # The items, the caption, the review sheet (a side file, not an item) and its reduced copies.
     assert sorted(p.name for p in out.iterdir()) == [
         ".review", "datakit.json", "manifest.jsonl", "pose1.png", "pose1.txt", "pose2.png", "review.png"]
-    assert sorted(p.name for p in (out / ".review").iterdir()) == ["pose1.png", "pose2.png"]
+    assert sorted(p.name for p in (out / ".review").iterdir()) == ["pose1.npy", "pose2.npy"]
     assert [r["file"] for r in rows(out).values()] == ["pose1.png", "pose2.png"]
     im = Image.open(out / "pose1.png")
     assert im.mode == "RGBA" and im.size[0] < 128  # trimmed

@@ -160,9 +160,8 @@ def flat_alpha(
     lut = np.zeros(n, bool)
     lut[1:] = fareas[1:] < speck_area
     if n > 2:
-        faint = np.ones(n, bool)
-        faint[np.unique(flabels[d[ys, xs] >= LOOSE * t])] = False
-        lut[1:] |= faint[1:]
+        strong = np.bincount(flabels[d[ys, xs] >= LOOSE * t], minlength=n) > 0
+        lut[1:] |= ~strong[1:]
     small = np.flatnonzero(lut)
     if len(small):
         background |= lut[flabels]

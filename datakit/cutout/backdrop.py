@@ -28,9 +28,9 @@ import numpy as np
 
 from datakit.cutout.background import METRIC, MIN_SIGMA, BackgroundModel, border_samples, fit_background, upsample_grid
 
-# Cells on the long side of the grid are about this many (block size 1..8 px).
-GRID_CELLS = 112
-MAX_STEP = 8
+# Cells on the long side of the grid are about this many (blocks of 2..12 px).
+GRID_CELLS = 96
+MAX_STEP = 12
 POLY_DEGREE = 2
 # A walled-off calm area joins the backdrop when 80% of its cells are within this distance of the estimate.
 WALLED_MATCH = 15.0
@@ -236,8 +236,12 @@ def estimate_backdrop(rgb: np.ndarray, *, exclude: np.ndarray | None = None) -> 
     step = grid_step(h, w)
     grid = block_means(rgb, step)
     gh, gw = grid.shape[:2]
-    border = fit_background(rgb)  # the border's own smooth fit: which border cells are backdrop at all
-    seeds = _border_cells((gh, gw)) & _matches(grid, border, step, h, w)
+    # The border's own smooth fit (on the grid's border cells: already averaged, and few) tells
+    # which border cells are backdrop at all.
+    ring = _border_cells((gh, gw))
+    rows, cols = np.nonzero(ring)
+    border = fit_background(grid, rows=rows, cols=cols)
+    seeds = ring & _matches(grid, border)
     # Lightly smoothed first: JPEG turns a steep shadow into steps at its 8 px block edges.
     rough = _unevenness(cv2.GaussianBlur(grid, (3, 3), 0.8))
     # Noise of the unevenness measure on the backdrop itself (calm border cells) sets its limit.
@@ -256,26 +260,24 @@ def estimate_backdrop(rgb: np.ndarray, *, exclude: np.ndarray | None = None) -> 
     if inner.sum() >= 8:
         visible = inner
     if visible.sum() < 4:  # nothing calm along the border: the smooth border fit is all there is
-        coarse = border.render(gh * step, gw * step)[step // 2 :: step, step // 2 :: step][:gh, :gw]
+        coarse = border.evaluate(np.arange(gh), np.arange(gw), gh, gw)
         return _finish(rgb, np.ascontiguousarray(coarse, dtype=np.float32), step, 0.0)
     surface = _robust_surface(grid, visible, POLY_DEGREE)
-    estimate = surface + interpolate(grid - surface, visible)
+    rest = grid - surface
     # Calm areas walled off from the border (a gap between limbs, or paint of the backdrop's colour)
     # that match the estimate closely are backdrop too: measured, not interpolated, the estimate
     # there follows a strong vignette that the interpolation alone would miss.
     walled = calm & ~keep[labels] & ~visible
     if walled.any():
-        diff = cv2.transform(grid - estimate, METRIC)
+        # (Compared with a quick push-pull estimate; the careful interpolation runs once, below.)
+        diff = cv2.transform(rest - push_pull(rest, visible), METRIC)
         near = np.sqrt((diff * diff).sum(axis=2)) <= WALLED_MATCH
         sums = np.bincount(labels[walled], weights=near[walled], minlength=n)
         sizes = np.bincount(labels[walled], minlength=n)
         join = (sizes > 0) & (sums >= 0.8 * sizes)
         join[0] = False
-        extra = cv2.erode((join[labels] & walled).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-        if extra.any():
-            visible = visible | extra
-            estimate = surface + interpolate(grid - surface, visible)
-    return _finish(rgb, estimate, step, float(visible.mean()))
+        visible = visible | cv2.erode((join[labels] & walled).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    return _finish(rgb, surface + interpolate(rest, visible), step, float(visible.mean()))
 
 
 def estimate_from_mask(rgb: np.ndarray, backdrop: np.ndarray) -> BackdropField:
@@ -289,19 +291,17 @@ def estimate_from_mask(rgb: np.ndarray, backdrop: np.ndarray) -> BackdropField:
     gh, gw = grid.shape[:2]
     seen = ~_blocks_touching(~backdrop, step, (gh, gw))
     if seen.sum() < 4:  # the mask leaves no backdrop to see: fall back to the border's smooth fit
-        border = fit_background(rgb)
-        coarse = border.render(gh * step, gw * step)[step // 2 :: step, step // 2 :: step][:gh, :gw]
+        rows, cols = np.nonzero(_border_cells((gh, gw)))
+        border = fit_background(grid, rows=rows, cols=cols)
+        coarse = border.evaluate(np.arange(gh), np.arange(gw), gh, gw)
         return _finish(rgb, np.ascontiguousarray(coarse, dtype=np.float32), step, 0.0)
     return _finish(rgb, push_pull(grid, seen), step, float(seen.mean()))
 
 
-def _matches(grid: np.ndarray, model: BackgroundModel, step: int, h: int, w: int) -> np.ndarray:
-    """Cells whose mean is within the border fit's own inlier distance of it."""
+def _matches(grid: np.ndarray, model: BackgroundModel) -> np.ndarray:
+    """Cells whose mean is within the border fit's own inlier distance of it (the fit made on the grid)."""
     gh, gw = grid.shape[:2]
-    off = (step - 1) / 2.0
-    rows = np.minimum(np.arange(gh) * step + off, h - 1)
-    cols = np.minimum(np.arange(gw) * step + off, w - 1)
-    surf = model.evaluate(rows, cols, h, w)
+    surf = model.evaluate(np.arange(gh), np.arange(gw), gh, gw)
     diff = cv2.transform(grid - surf, METRIC)
     dist = np.sqrt((diff * diff).sum(axis=2))
     return dist <= max(4.0 * model.sigma, 6.0) * np.sqrt(3.0)
@@ -322,7 +322,7 @@ def _finish(rgb: np.ndarray, grid: np.ndarray, step: int, visible: float) -> Bac
     h, w = rgb.shape[:2]
     field = BackdropField(grid=grid, step=step, sigma=MIN_SIGMA, inlier_fraction=1.0, border_spread=0.0,
                           mean_colour=(0, 0, 0), visible=visible)
-    rows, cols = border_samples((h, w))
+    rows, cols = border_samples((h, w), max_samples=1500)
     est = field.at(rows.astype(np.float32), cols.astype(np.float32))
     dist = np.sqrt(((rgb[rows, cols, :3].astype(np.float32) - est) ** 2).sum(axis=1))
     sigma = max(MIN_SIGMA, float(np.median(dist)) / 1.54)  # chi with 3 dof: median ~ 1.54 sigma

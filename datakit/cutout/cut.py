@@ -115,7 +115,8 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions, evidence: HoleEvidence | None = 
         "leak": round(leak, 4),
         "matting": bool(opts.matting),
     }
-    colours = (res.edge_rows, res.edge_cols, res.edge_colour)
+    # The edge matte knows the colour of every partly covered pixel; refined alpha needs decontaminating.
+    colours = None if opts.matting else (res.edge_rows, res.edge_cols, res.edge_colour)
     try:
         return finish(rgb, alpha, bg, opts, info, warnings, origin=origin, bg_origin=bg_origin, colours=colours)
     except NoSubjectFound as exc:
@@ -212,7 +213,7 @@ def finish(
     a8_crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = a8[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox]
     a8 = a8_crop
     crop = rgb[y0:y1, x0:x1, :3].copy()
-    if bg is not None:
+    if bg is not None and colours is None:
         # Only partly transparent pixels change, all inside the matte's box: work on its part in the crop.
         bx, by = bg_origin
         ys, xs = slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0)

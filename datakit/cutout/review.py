@@ -15,6 +15,7 @@ from a cutout manifest row, so a later stage can draw the same sheet from a fini
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-CELL = 192  # side of each panel, px
+CELL = 176  # side of each panel, px
 LABEL_H = 30
 PAD = 6
 MAX_ENTRIES = 300  # beyond this a sheet is too big to look at; the rest is counted in a line at the bottom
@@ -62,19 +63,41 @@ class ReviewEntry:
 
 
 def reduce(rgba: np.ndarray, cell: int = CELL) -> tuple[np.ndarray, float]:
-    """A copy whose longer side is at most `cell` px (premultiplied while resampling), and its scale."""
+    """A copy whose longer side is at most `cell` px, and its scale.
+
+    Area averaging straight on the RGBA values: the cut-out's hidden RGB is bled from its edge
+    colours (datakit.cutout.colour.bleed), so averaging across the edge brings in no dark fringe.
+    """
     h, w = rgba.shape[:2]
     scale = min(1.0, cell / max(h, w, 1))
     if scale >= 1.0:
         return rgba, 1.0
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    a = rgba[:, :, 3:4].astype(np.float32) / 255.0
-    prem = np.concatenate([rgba[:, :, :3].astype(np.float32) * a, a * 255.0], axis=2)
-    small = cv2.resize(prem, size, interpolation=cv2.INTER_AREA)
-    alpha = small[:, :, 3:4]
-    rgb = np.where(alpha > 0, small[:, :, :3] * 255.0 / np.maximum(alpha, 1e-6), 0.0)
-    out = np.concatenate([rgb, alpha], axis=2)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8), size[0] / w
+    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), size[0] / w
+
+
+def save_copy(rgba: np.ndarray, dest: str | Path, cell: int = CELL) -> None:
+    """Keep a reduced copy of a cut-out for the sheet (raw .npy: written and read back far faster than
+    a PNG, and it is only ever read by datakit, never unpickled)."""
+    import io
+
+    from datakit.imageio import write_bytes_atomic
+
+    small, _ = reduce(rgba, cell)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(small), allow_pickle=False)
+    write_bytes_atomic(dest, buf.getvalue())
+
+
+def load_copy(path: str | Path) -> np.ndarray | None:
+    """A reduced copy saved by save_copy, or None when it is missing or not one."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 4:
+        return None
+    return arr
 
 
 def entry_from_row(row: dict, rgba: np.ndarray, scale: float = 1.0) -> ReviewEntry:
@@ -91,15 +114,21 @@ def entry_from_row(row: dict, rgba: np.ndarray, scale: float = 1.0) -> ReviewEnt
     return ReviewEntry(Path(row.get("file") or row.get("source") or "?").name, rgba, marks, note)
 
 
-def _checker(h: int, w: int, square: int = 8) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    light = ((yy // square + xx // square) % 2 == 0)[..., None]
-    return np.where(light, np.array(CHECKER[0], np.float32), np.array(CHECKER[1], np.float32))
+@functools.lru_cache(maxsize=2)
+def _backdrops(cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checkerboard and the dark panel of a cell (uint8, cached: every tile uses them)."""
+    yy, xx = np.mgrid[0:cell, 0:cell]
+    light = ((yy // 12 + xx // 12) % 2 == 0)[..., None]
+    checker = np.where(light, np.array(CHECKER[0], np.uint8), np.array(CHECKER[1], np.uint8)).astype(np.uint8)
+    return checker, np.broadcast_to(np.array(DARK, np.uint8), (cell, cell, 3)).copy()
 
 
 def _panel(rgba: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
-    a = rgba[:, :, 3:4].astype(np.float32) / 255.0
-    return np.clip(rgba[:, :, :3].astype(np.float32) * a + backdrop * (1.0 - a), 0, 255).astype(np.uint8)
+    """The cut-out over a backdrop (8-bit arithmetic: one multiply-add per layer)."""
+    a = cv2.merge([rgba[:, :, 3]] * 3)
+    front = cv2.multiply(rgba[:, :, :3], a, scale=1 / 255.0)
+    back = cv2.multiply(backdrop, cv2.bitwise_not(a), scale=1 / 255.0)
+    return cv2.add(front, back)
 
 
 def _summary(entry: ReviewEntry) -> str:
@@ -122,36 +151,31 @@ def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
     return text + "…"
 
 
-def _tile(entry: ReviewEntry, cell: int, font) -> Image.Image:
-    """Checkerboard panel, dark panel, and two lines of text under them."""
+def _tile(entry: ReviewEntry, cell: int, sheet: np.ndarray, x0: int, y0: int) -> list[tuple[int, int, str, tuple]]:
+    """Draw one entry's two panels and outlines into `sheet` at (x0, y0); return its text lines to write."""
     rgba, scale = reduce(entry.rgba, cell)
     h, w = rgba.shape[:2]
-    tile = Image.new("RGB", (2 * cell + PAD, cell + LABEL_H), SHEET)
     ox, oy = (cell - w) // 2, (cell - h) // 2
-    checker = _checker(cell, cell)
-    dark = np.broadcast_to(np.array(DARK, np.float32), (cell, cell, 3))
-    draw = ImageDraw.Draw(tile)
-    for i, back in enumerate((checker, dark)):
-        panel = back.astype(np.uint8).copy()
+    for i, back in enumerate(_backdrops(cell)):
+        px = x0 + i * (cell + PAD)
+        panel = sheet[y0 : y0 + cell, px : px + cell]
+        panel[:] = back
         panel[oy : oy + h, ox : ox + w] = _panel(rgba, back[oy : oy + h, ox : ox + w])
-        px = i * (cell + PAD)
-        tile.paste(Image.fromarray(panel), (px, 0))
         for mark in entry.holes:
-            pts = [(px + ox + x * scale, oy + y * scale) for x, y in mark.contour]
+            pts = np.array([(ox + x * scale, oy + y * scale) for x, y in mark.contour], np.float32)
             if len(pts) >= 2:
-                draw.line(pts + [pts[0]], fill=mark.colour, width=2)
-            if pts:
+                cv2.polylines(panel, [np.rint(pts * 4).astype(np.int32)], True, mark.colour, 2, cv2.LINE_AA, shift=2)
+            if len(pts):
                 # The number just above the region's highest point, on a dark chip so it reads anywhere.
-                top = min(pts, key=lambda p: (p[1], p[0]))
+                top = pts[np.lexsort((pts[:, 0], pts[:, 1]))[0]]
                 label = str(mark.number)
-                tw = draw.textlength(label, font=font)
-                lx = min(max(px + 1, top[0] - tw / 2 - 2), px + cell - tw - 5)
-                ly = min(max(1, top[1] - 14), cell - 14)
-                draw.rectangle([lx, ly, lx + tw + 4, ly + 12], fill=(0, 0, 0), outline=mark.colour)
-                draw.text((lx + 2, ly + 1), label, fill=mark.colour, font=font)
-    draw.text((2, cell + 2), _fit(entry.name, draw, font, 2 * cell), fill=(235, 235, 235), font=font)
-    draw.text((2, cell + 15), _fit(_summary(entry), draw, font, 2 * cell), fill=(170, 170, 170), font=font)
-    return tile
+                (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)
+                lx = int(min(max(1, top[0] - tw / 2 - 2), cell - tw - 5))
+                ly = int(min(max(1, top[1] - th - 8), cell - th - 5))
+                cv2.rectangle(panel, (lx, ly), (lx + tw + 4, ly + th + 4), (0, 0, 0), -1)
+                cv2.rectangle(panel, (lx, ly), (lx + tw + 4, ly + th + 4), mark.colour, 1)
+                cv2.putText(panel, label, (lx + 2, ly + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.38, mark.colour, 1, cv2.LINE_AA)
+    return [(x0 + 2, y0 + cell + 2, entry.name, (235, 235, 235)), (x0 + 2, y0 + cell + 15, _summary(entry), (170, 170, 170))]
 
 
 def render_review(entries: list[ReviewEntry], dest: str | Path, *, cell: int = CELL, columns: int | None = None) -> int:
@@ -159,7 +183,7 @@ def render_review(entries: list[ReviewEntry], dest: str | Path, *, cell: int = C
 
     Beyond MAX_ENTRIES, entries with enclosed regions or a note come first and the rest are counted.
     """
-    from datakit.imageio import save_image_atomic
+    from datakit.imageio import save_png_array_atomic
 
     entries = list(entries)
     if not entries:
@@ -174,20 +198,25 @@ def render_review(entries: list[ReviewEntry], dest: str | Path, *, cell: int = C
     rows = math.ceil(len(entries) / cols)
     tw, th = 2 * cell + PAD, cell + LABEL_H
     footer = 20
-    sheet = Image.new("RGB", (cols * (tw + PAD) + PAD, rows * (th + PAD) + PAD + footer), SHEET)
-    font = ImageFont.load_default()
+    sheet = np.empty((rows * (th + PAD) + PAD + footer, cols * (tw + PAD) + PAD, 3), np.uint8)
+    sheet[:] = SHEET
+    texts = []
     for i, entry in enumerate(entries):
         r, c = divmod(i, cols)
-        sheet.paste(_tile(entry, cell, font), (PAD + c * (tw + PAD), PAD + r * (th + PAD)))
-    draw = ImageDraw.Draw(sheet)
+        texts += _tile(entry, cell, sheet, PAD + c * (tw + PAD), PAD + r * (th + PAD))
+    # Text last, with Pillow: file names may be in any script.
+    image = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for x, y, text, colour in texts:
+        draw.text((x, y), _fit(text, draw, font, 2 * cell), fill=colour, font=font)
     legend = [("cut", CUT), ("kept", KEPT), ("kept, to check", FLAGGED)]
     x = PAD
     for text, colour in legend:
-        draw.rectangle([x, sheet.height - footer + 5, x + 10, sheet.height - footer + 15], fill=colour)
-        draw.text((x + 14, sheet.height - footer + 4), text, fill=(220, 220, 220), font=font)
+        draw.rectangle([x, image.height - footer + 5, x + 10, image.height - footer + 15], fill=colour)
+        draw.text((x + 14, image.height - footer + 4), text, fill=(220, 220, 220), font=font)
         x += 24 + int(draw.textlength(text, font=font))
     if hidden:
-        draw.text((x + 10, sheet.height - footer + 4), f"+{hidden} more (no regions) not shown",
-                  fill=(220, 220, 220), font=font)
-    save_image_atomic(sheet, dest, format="PNG", compress_level=3)
+        draw.text((x + 10, image.height - footer + 4), f"+{hidden} more (no regions) not shown", fill=(220, 220, 220), font=font)
+    save_png_array_atomic(np.asarray(image), dest, compress_level=1)
     return len(entries)

@@ -129,7 +129,7 @@ def _process_one(task: Task, shared: _Shared) -> TaskResult:
     from datakit.cutout.cut import NoSubjectFound, from_existing_alpha
     from datakit.cutout.holes import unknown_numbers
     from datakit.cutout.holes_file import HoleChoice
-    from datakit.cutout.review import reduce
+    from datakit.cutout.review import save_copy
 
     src: Path = task.payload["path"]
     stem: str = task.params["stem"]
@@ -159,8 +159,7 @@ def _process_one(task: Task, shared: _Shared) -> TaskResult:
     out_name = f"{stem}.png"
     save_png_array_atomic(cut.rgba, task.payload["out"] / out_name)
     if shared.review:
-        small, _ = reduce(cut.rgba)
-        save_png_array_atomic(small, task.payload["out"] / REVIEW_DIR / out_name, compress_level=1)
+        save_copy(cut.rgba, task.payload["out"] / REVIEW_DIR / f"{stem}.npy")
     outputs = [out_name]
     caption = task.payload.get("caption")
     if caption is not None:
@@ -293,26 +292,27 @@ def _write_review(run: StageRun, out: Path) -> int:
     """review.png from every current item (reused ones too), in task order; stale copies removed."""
     from PIL import Image
 
-    from datakit.cutout.review import entry_from_row, reduce, render_review
+    from datakit.cutout.review import entry_from_row, load_copy, reduce, render_review
 
     entries = []
+    current = set()
     for task in run.tasks:
         row = run.rows.get(task.key)
         if not row or row.get("status") != "ok" or not row.get("file"):
             continue
-        small = out / REVIEW_DIR / row["file"]
         full = out / row["file"]
+        small = out / REVIEW_DIR / f"{Path(row['file']).stem}.npy"
+        current.add(small.name)
         try:
-            use = small if small.is_file() and small.stat().st_mtime_ns >= full.stat().st_mtime_ns else full
-            with Image.open(use) as im:
-                rgba = np.asarray(im.convert("RGBA"))
+            fresh = small.is_file() and small.stat().st_mtime_ns >= full.stat().st_mtime_ns
+            rgba = load_copy(small) if fresh else None
+            if rgba is None:  # no reduced copy (an older run, or deleted): reduce the cut-out itself
+                with Image.open(full) as im:
+                    rgba, _ = reduce(np.asarray(im.convert("RGBA")))
         except OSError:  # the cut-out itself vanished or is unreadable: nothing to show for it
             continue
-        if use == full:
-            rgba, _ = reduce(rgba)
         scale = rgba.shape[1] / max(1, (row.get("size") or [rgba.shape[1]])[0])
         entries.append(entry_from_row(row, rgba, scale))
-    current = {row.get("file") for row in run.rows.values()}
     if (out / REVIEW_DIR).is_dir():
         for p in (out / REVIEW_DIR).iterdir():
             if p.is_file() and p.name not in current:
