@@ -55,6 +55,8 @@ def test_reduce_averages_areas_and_keeps_small_images():
     assert (small[:, :25, 0] == 255).all() and (small[:, 25:, 3] == 0).all() and (small[:, :25, 3] == 255).all()
     same, one = R.reduce(rgba[:50, :60], 100)
     assert one == 1.0 and same.shape == (50, 60, 4)
+    odd, third = R.reduce(rgba[:301, :150], 100)  # whole 4x4 blocks: 75 x 37
+    assert odd.shape == (75, 37, 4) and third == 0.25
 
 
 def test_entry_from_row_moves_outlines_into_the_cut_out():

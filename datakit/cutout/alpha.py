@@ -99,7 +99,7 @@ def flat_alpha(
     # paint close to the backdrop colour are not).
     loose = d < LOOSE * t
     joined = border_fill(loose)
-    extra = low & joined & ~outside
+    extra = cv2.bitwise_and(low.view(np.uint8), cv2.bitwise_xor(joined.view(np.uint8), outside.view(np.uint8))).view(bool)
     if cv2.countNonZero(extra.view(np.uint8)):
         ex, ey, ew, eh = cv2.boundingRect(extra.view(np.uint8))
         box = (slice(max(0, ey - 4), ey + eh + 4), slice(max(0, ex - 4), ex + ew + 4))

@@ -264,6 +264,10 @@ def estimate_backdrop(rgb: np.ndarray, *, exclude: np.ndarray | None = None) -> 
         return _finish(rgb, np.ascontiguousarray(coarse, dtype=np.float32), step, 0.0)
     surface = _robust_surface(grid, visible, POLY_DEGREE)
     rest = grid - surface
+    if float(np.abs(rest[visible]).max()) <= 1.0:
+        # The surface already explains all that is seen to within a level (flat digital art, a
+        # plain gradient): nothing to interpolate, and nothing walled off can change that.
+        return _finish(rgb, surface, step, float(visible.mean()))
     # Calm areas walled off from the border (a gap between limbs, or paint of the backdrop's colour)
     # that match the estimate closely are backdrop too: measured, not interpolated, the estimate
     # there follows a strong vignette that the interpolation alone would miss.

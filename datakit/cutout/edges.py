@@ -69,9 +69,8 @@ def _argmax5(d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndar
     window packed in one float32 (exact below 2^24), so the maximum carries its own position.
     """
     h, w = d.shape
-    key = np.rint(np.minimum(d, 441.75) * 256.0)
-    key *= 32.0
-    key += _window_codes(h, w)
+    key = np.rint(cv2.min(d, 441.75) * np.float32(256.0))
+    cv2.scaleAdd(key, 32.0, _window_codes(h, w), dst=key)
     best = cv2.dilate(key, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=-1.0)[rows, cols]
     code = np.rint(best % 32.0).astype(np.intp)
     fy = rows - 2 + (code // 5 - (rows - 2)) % 5
@@ -111,19 +110,25 @@ def edge_matte(
     c = rgb[rows, cols, :3].astype(np.float32)
     b = bg[rows, cols].astype(np.float32)
     f = rgb[fy, fx, :3].astype(np.float32)
-    a, resid = _project(c - b, f - b)
+    # Everything below compares colours in the luma-weighted space: transform each once.
+    cm, fm = (c - b) @ METRIC.T, (f - b) @ METRIC.T
+    a, resid = _project(cm, fm)
     if outline is None:
         outline = _line_colour(f, b, layer)
     if outline is not None:
         # Thin lines: C on the line from B to the line colour (at least as closely as on the line to
-        # F), F not as far out: F is only partly covered too, the line colour is the truth.
-        o = np.broadcast_to(outline.astype(np.float32), c.shape) - b
-        a_o, r_o = _project(c - b, o)
-        af, _ = _project(f - b, o)
-        tol = np.maximum(10.0, 0.05 * np.sqrt(((o @ METRIC.T) ** 2).sum(axis=1)))
-        thin = (r_o <= tol) & (r_o < resid + 2.0) & (af < 0.98) & (a_o > 0)
+        # F), F not as far out: F is only partly covered too, the line colour is the truth. Only
+        # pixels whose F is not the line colour already (most are: the outline itself) are asked.
+        o = outline.astype(np.float32)[None, :] - b
+        om = o @ METRIC.T
+        af, _ = _project(fm, om)
+        ask = np.flatnonzero(af < 0.98)
+        a_o, r_o = _project(cm[ask], om[ask])
+        tol = np.maximum(10.0, 0.05 * np.sqrt((om[ask] ** 2).sum(axis=1)))
+        keep = (r_o <= tol) & (r_o < resid[ask] + 2.0) & (a_o > 0)
+        thin = ask[keep]
         f[thin] = o[thin] + b[thin]
-        a[thin], resid[thin] = a_o[thin], r_o[thin]
+        a[thin], resid[thin] = a_o[keep], r_o[keep]
     dist = d[rows, cols]
     # Inside the outermost layer, not on the line from B to F and clearly paint: another colour
     # behind the edge (light fill behind a thin outline), fully covered. The outermost layer
@@ -166,10 +171,9 @@ def _line_colour(f: np.ndarray, b: np.ndarray, layer: np.ndarray) -> np.ndarray 
     return np.median(fo[far], axis=0)
 
 
-def _project(v: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of v along u (clipped to 0..1) and its distance from the line through u, luma-weighted."""
-    vm = v @ METRIC.T
-    um = u @ METRIC.T
+def _project(vm: np.ndarray, um: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of v along u (clipped to 0..1) and v's distance from the line through u, both already
+    in the luma-weighted space (x @ METRIC.T)."""
     uu = np.maximum((um * um).sum(axis=1), 1e-6)
     t = (vm * um).sum(axis=1) / uu
     perp = vm - t[:, None] * um
