@@ -11,7 +11,7 @@ and JPEG quality, translucent alpha error, what happens to enclosed regions) ove
 the test drawings (tests/drawings.py) than the tests use: more sizes and backdrop seeds.
 
     .venv/bin/python benchmarks/cutout.py [--quick] [--count N] [--size PX] [--repeats N] [--inputs DIR]
-    .venv/bin/python benchmarks/cutout.py --quality [--sizes 256,512] [--seeds 2]
+    .venv/bin/python benchmarks/cutout.py --quality [--sizes 256,384] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--inputs", type=Path, default=None,
                     help="use these images (e.g. samples/subjects), repeated up to --count, instead of drawn ones")
     ap.add_argument("--quality", action="store_true", help="print the quality figures instead of timing")
-    ap.add_argument("--sizes", default="256,512", help="--quality: drawing sizes in px")
+    ap.add_argument("--sizes", default="256,384", help="--quality: drawing sizes in px")
     ap.add_argument("--seeds", type=int, default=2, help="--quality: backdrop seeds per drawing")
     args = ap.parse_args()
     if args.quality:

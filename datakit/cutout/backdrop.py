@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from datakit.cutout.background import METRIC, MIN_SIGMA, BackgroundModel, border_samples, fit_background, upsample_grid
+from datakit.cutout.background import METRIC, MIN_SIGMA, BackgroundModel, BorderFlatness, border_samples, fit_background, upsample_grid
 
 # Cells on the long side of the grid are about this many (blocks of 2..12 px).
 GRID_CELLS = 96
@@ -37,7 +37,7 @@ WALLED_MATCH = 15.0
 
 
 @dataclass
-class BackdropField:
+class BackdropField(BorderFlatness):
     """The backdrop colour per pixel, stored as a grid of samples every `step` px (float32, 0..255)."""
 
     grid: np.ndarray  # (gh, gw, 3): sample (i, j) sits at pixel (i*step + (step-1)/2, j*step + (step-1)/2)
@@ -73,17 +73,6 @@ class BackdropField:
         bottom = g[y1, x0] * (1 - wx) + g[y1, x1] * wx
         return (top * (1 - wy) + bottom * wy).astype(np.float32)
 
-    def is_flat(self, min_inliers: float = 0.9) -> bool:
-        """True when the border is one smooth backdrop (the flat method's precondition)."""
-        return self.flatness_problem(min_inliers) is None
-
-    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
-        """Why the border is not one smooth backdrop, in words (None when it is)."""
-        if self.inlier_fraction < min_inliers:
-            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
-        if self.sigma > 12.0:
-            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
-        return None
 
 
 def grid_step(height: int, width: int) -> int:

@@ -19,8 +19,27 @@ GRID_STEP = 8
 MIN_SIGMA = 1.0
 
 
+class BorderFlatness:
+    """Whether a backdrop estimate's border is one smooth backdrop (needs `inlier_fraction`, `sigma`)."""
+
+    inlier_fraction: float
+    sigma: float
+
+    def is_flat(self, min_inliers: float = 0.9) -> bool:
+        """True when the border is one smooth backdrop (the flat method's precondition)."""
+        return self.flatness_problem(min_inliers) is None
+
+    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
+        """Why the border is not one smooth backdrop, in words (None when it is)."""
+        if self.inlier_fraction < min_inliers:
+            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
+        if self.sigma > 12.0:
+            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
+        return None
+
+
 @dataclass
-class BackgroundModel:
+class BackgroundModel(BorderFlatness):
     """A fitted backdrop: polynomial coefficients per channel, noise level, and how well the border fits."""
 
     coeffs: np.ndarray  # (n_terms, 3) in 0..255 units, for normalised coordinates in [-1, 1]
@@ -77,17 +96,6 @@ class BackgroundModel:
             out[:, :, ch] = plane
         return out
 
-    def is_flat(self, min_inliers: float = 0.9) -> bool:
-        """True when the border is one smooth backdrop (the flat method's precondition)."""
-        return self.flatness_problem(min_inliers) is None
-
-    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
-        """Why the border is not one smooth backdrop, in words (None when it is)."""
-        if self.inlier_fraction < min_inliers:
-            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
-        if self.sigma > 12.0:
-            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
-        return None
 
 
 def upsample_grid(samples, step: int, height: int, width: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
