@@ -78,7 +78,7 @@ def test_layers_are_the_chessboard_distance_to_the_backdrop(kind, jpeg, shift):
     model = estimate_backdrop(img)
     d = colour_distance(img, model.render(128, 128))
     background = A.border_fill(d < A.background_threshold(model.sigma))
-    rows, cols, layer, _ = E._layers(background, 3, None)
+    rows, cols, layer, _ = E.edge_layers(background, 3, None)
     ref = _chessboard_layers(background, 3)
     assert len(rows) == int(((ref >= 0) & (ref < 3)).sum())
     np.testing.assert_array_equal(layer, ref[rows, cols])
@@ -88,7 +88,7 @@ def test_argmax5_finds_the_largest_distance_in_the_window(rng):
     d = (rng.random((30, 41)) * 400).astype(np.float32)
     d[10, 10] = d[11, 12] = 500.0  # a tie: either is right
     rows, cols = np.array([0, 5, 29, 12, 17, 10, 29]), np.array([0, 40, 3, 20, 8, 11, 40])
-    fy, fx = E._argmax5(d, rows, cols)
+    fy, fx = E.window_argmax(d, rows, cols)
     for r, c, y, x in zip(rows, cols, fy, fx):
         win = d[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3]  # the window written plainly
         assert abs(y - r) <= 2 and abs(x - c) <= 2 and 0 <= y < 30 and 0 <= x < 41
@@ -97,13 +97,13 @@ def test_argmax5_finds_the_largest_distance_in_the_window(rng):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_line_fill_is_linear_interpolation_along_rows(seed):
-    from datakit.cutout.backdrop import _line_fill
+    from datakit.cutout.backdrop import line_fill
 
     r = np.random.default_rng(seed)
     gh, gw = int(r.integers(1, 9)), int(r.integers(1, 14))
     seen = r.random((gh, gw)) < 0.4
     vals = r.random((gh, gw, 3)).astype(np.float32) * 255
-    out, dist = _line_fill(vals, seen)
+    out, dist = line_fill(vals, seen)
     for i in range(gh):
         idx = np.flatnonzero(seen[i])
         if not len(idx):

@@ -136,7 +136,7 @@ def push_pull(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return filled.astype(np.float32)
 
 
-def _line_fill(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def line_fill(values: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Along every row, linear interpolation between the nearest seen cells left and right (the
     nearest one beyond the last), and the distance to the nearest seen cell; inf where a row sees nothing."""
     gh, gw = seen.shape
@@ -164,8 +164,8 @@ def interpolate(values: np.ndarray, seen: np.ndarray) -> np.ndarray:
     either side of it in the same row, not the brighter ones above. Where neither line sees anything,
     a push-pull pyramid fills in.
     """
-    rows, d_rows = _line_fill(values, seen)
-    cols_t, d_cols_t = _line_fill(np.ascontiguousarray(values.transpose(1, 0, 2)), np.ascontiguousarray(seen.T))
+    rows, d_rows = line_fill(values, seen)
+    cols_t, d_cols_t = line_fill(np.ascontiguousarray(values.transpose(1, 0, 2)), np.ascontiguousarray(seen.T))
     cols, d_cols = cols_t.transpose(1, 0, 2), d_cols_t.T
     w_r = 1.0 / (1.0 + d_rows) ** 2
     w_c = 1.0 / (1.0 + d_cols) ** 2

@@ -1,8 +1,11 @@
-"""Background model for subjects drawn on a plain backdrop: a smooth colour surface fitted to the border.
+"""Smooth backdrop surfaces and the colour distance to a backdrop.
 
-A per-channel quadratic surface B(x, y) handles flat, off-white, grey, gradient and vignetted
-backdrops alike. It is fitted to a thin strip along the image border with iterative outlier
-rejection, so a subject touching the border or JPEG ringing does not bend it.
+`fit_background` fits a per-channel quadratic surface to samples (by default a thin strip along the
+image border) with iterative outlier rejection, so a subject touching the border or JPEG ringing
+does not bend it. The per-pixel estimate (datakit.cutout.backdrop) uses it to tell which border
+cells are backdrop at all, and falls back on it when nothing along the border is calm.
+`colour_distance` / `distance_region` measure every pixel's distance to a backdrop estimate, in
+the box that can hold subject pixels only.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Cut one subject out of one image: flat-backdrop matte or a segmenter's mask, then shared finishing.
 
-Both methods end in `finish`: quantise alpha, decontaminate edge colours against the estimated
-backdrop, bleed RGB under transparent pixels, trim to the subject. The result carries what the
-manifest records (crop box, backdrop colour, coverage, confidence and warnings).
+The flat method estimates the backdrop per pixel (datakit.cutout.backdrop), builds the matte with
+its edge colours and translucent layers (datakit.cutout.alpha), and numbers the enclosed regions
+(datakit.cutout.holes). Both methods end in `finish`: quantise alpha, give edge pixels their
+subject colour (or decontaminate them against the backdrop), bleed RGB under transparent pixels,
+trim. The result carries what the manifest records (crop box, backdrop, regions, coverage,
+confidence and warnings).
 """
 
 from __future__ import annotations
@@ -65,14 +68,17 @@ def describe_border(model: BackdropField) -> dict:
     }
 
 
-def cut_flat(rgb: np.ndarray, opts: CutOptions, evidence: HoleEvidence | None = None) -> Cutout:
+def cut_flat(
+    rgb: np.ndarray, opts: CutOptions, evidence: HoleEvidence | None = None, *, backdrop: BackdropField | None = None
+) -> Cutout:
     """Cut out a subject drawn on a plain (evenly or unevenly lit, textured) backdrop; no model weights.
 
     `evidence` may decide enclosed regions of backdrop colour: the user's holes-file entry for this
     image and a segmenter's soft mask of the whole frame (a hybrid: the flat matte keeps its exact edge).
+    `backdrop` is this image's estimate when the caller has made it already.
     """
     h, w = rgb.shape[:2]
-    model = estimate_backdrop(rgb)
+    model = backdrop if backdrop is not None else estimate_backdrop(rgb)
     threshold = opts.threshold if opts.threshold is not None else background_threshold(model.sigma)
     # Everything outside this region is surely backdrop: the matte is worked out inside it only. The
     # margin keeps a ring of backdrop around the subject, which the soft edges are measured against.

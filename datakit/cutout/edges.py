@@ -39,7 +39,7 @@ class EdgeMatte:
     colour: np.ndarray  # their subject colour (float32 n x 3)
 
 
-def _layers(background: np.ndarray, band: int, soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def edge_layers(background: np.ndarray, band: int, soft: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows, columns and layer (0 = touching the backdrop) of subject pixels within `band` px of it,
     and per pixel of the box how many of the `band` growths reach it (layer = band - that);
     `soft` pixels are all in layer 0 and the layers beyond them count from them."""
@@ -62,7 +62,7 @@ def _window_codes(h: int, w: int) -> np.ndarray:
     return ((np.arange(h) % 5)[:, None] * 5 + (np.arange(w) % 5)[None, :]).astype(np.float32)
 
 
-def _argmax5(d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def window_argmax(d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each listed pixel, the position of the largest `d` in the 5x5 window around it.
 
     One dilation over the box: the distance, quantised to 1/256 level, and the pixel's code in its
@@ -102,11 +102,11 @@ def edge_matte(
     if cv2.countNonZero(bg8) in (0, bg8.size):
         return EdgeMatte(alpha, empty, empty, np.zeros((0, 3), np.float32))
     h, w = d.shape
-    rows, cols, layer, reach = _layers(background, band, soft)
+    rows, cols, layer, reach = edge_layers(background, band, soft)
     if not len(rows):
         return EdgeMatte(alpha, empty, empty, np.zeros((0, 3), np.float32))
     # The most subject-like pixel within 2 px: its colour is F.
-    fy, fx = _argmax5(d, rows, cols)
+    fy, fx = window_argmax(d, rows, cols)
     c = rgb[rows, cols, :3].astype(np.float32)
     b = bg[rows, cols].astype(np.float32)
     f = rgb[fy, fx, :3].astype(np.float32)

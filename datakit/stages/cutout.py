@@ -83,6 +83,7 @@ def cut_one(rgb: np.ndarray, shared: _Shared, choice=None):
     from datakit.cutout.holes import HoleEvidence
 
     method = shared.method
+    model = None
     if method == "auto":
         model = estimate_backdrop(rgb)
         if model.is_flat():
@@ -96,10 +97,10 @@ def cut_one(rgb: np.ndarray, shared: _Shared, choice=None):
             )
     if method == "flat":
         if shared.segmenter is None:
-            return cut_flat(rgb, shared.options, HoleEvidence(choice=choice))
+            return cut_flat(rgb, shared.options, HoleEvidence(choice=choice), backdrop=model)
         mask = _segmenter(shared).predict(rgb)
         evidence = HoleEvidence(choice=choice, mask=mask, model=shared.segmenter.name)
-        cut = cut_flat(rgb, shared.options, evidence)
+        cut = cut_flat(rgb, shared.options, evidence, backdrop=model)
         cut.info["method"] = f"flat+rembg:{shared.segmenter.name}"
         return cut
     seg = _segmenter(shared)
