@@ -46,6 +46,17 @@ def test_render_review_draws_panels_outlines_and_numbers(tmp_path: Path):
     assert (right[oy + 20, ox + 60] == (250, 250, 250)).all()  # the subject on the dark panel
 
 
+def test_names_with_control_characters_are_written_on_one_line_as_escapes(tmp_path: Path):
+    """A file may be named with a newline or a tab: the sheet shows it escaped (Pillow cannot measure
+    multi-line text, and a second line would fake a label), exactly as a name spelled with escapes."""
+    rgba = np.zeros((40, 30, 4), np.uint8)
+    rgba[5:35, 5:25] = (200, 40, 40, 255)
+    odd, spelled = tmp_path / "odd.png", tmp_path / "spelled.png"
+    R.render_review([R.ReviewEntry("new\nline\ttab.png", rgba, [], note="a\nb")], odd, cell=120)
+    R.render_review([R.ReviewEntry("new\\nline\\ttab.png", rgba, [], note="a\\nb")], spelled, cell=120)
+    assert (np.asarray(Image.open(odd)) == np.asarray(Image.open(spelled))).all()
+
+
 def test_reduce_averages_areas_and_keeps_small_images():
     rgba = np.zeros((400, 200, 4), np.uint8)
     rgba[:, :100] = (255, 0, 0, 255)

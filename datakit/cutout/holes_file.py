@@ -10,8 +10,8 @@ of the enclosed backdrop-coloured regions to make transparent (`cut`) and to kee
     cut = [2, 3]
     keep = [1]
 
-`datakit cutout --holes-file holes.toml` reads it; `datakit review` writes it. Regions not listed
-follow `--holes`. The numbers are those of the manifest's `holes` rows and of `review.png`.
+`datakit cutout --holes-file holes.toml` reads it; `write_holes` is the writer for a review tool.
+Regions not listed follow `--holes`. The numbers are those of the manifest's `holes` rows and of `review.png`.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from datakit.paths import printable
+
 CELL = 160  # side of each panel, px
 LABEL_H = 30
 PAD = 6
@@ -145,6 +147,7 @@ def _summary(entry: ReviewEntry) -> str:
 
 
 def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
+    text = printable(text)  # one line: Pillow cannot measure a name with a newline in it
     if draw.textlength(text, font=font) <= width:
         return text
     while len(text) > 4 and draw.textlength(text + "…", font=font) > width:
