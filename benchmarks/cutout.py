@@ -6,7 +6,12 @@ through the same process pool with 1 and 2 workers, in this one run, on the same
 of the two alternating so that both meet the same load from other processes (best of each kept).
 Goal: cutout time / baseline time <= 2.
 
+`--quality` instead prints the quality figures of docs/cutout.md (IoU, edge error per backdrop kind
+and JPEG quality, translucent alpha error, what happens to enclosed regions) over a larger set of
+the test drawings (tests/drawings.py) than the tests use: more sizes and backdrop seeds.
+
     .venv/bin/python benchmarks/cutout.py [--quick] [--count N] [--size PX] [--repeats N] [--inputs DIR]
+    .venv/bin/python benchmarks/cutout.py --quality [--sizes 256,384] [--seeds 2]
 """
 
 from __future__ import annotations
@@ -101,6 +106,100 @@ def cutout(inp: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - t0
 
 
+# -- quality -------------------------------------------------------------------------------------------
+
+
+def _cut(img: np.ndarray, gaps: tuple[int, ...] | None):
+    """The flat cut-out with the defaults, or with `gaps` listed under cut as a holes file would."""
+    from datakit.cutout.cut import CutOptions, cut_flat
+
+    if gaps is None:
+        return cut_flat(img, CutOptions())
+    from datakit.cutout.holes import HoleEvidence
+    from datakit.cutout.holes_file import HoleChoice
+
+    return cut_flat(img, CutOptions(), HoleEvidence(choice=HoleChoice(cut=gaps)))
+
+
+def plain_threshold(img: np.ndarray, fuzz: float = 0.10) -> np.ndarray:
+    """The baseline a user reaches for without datakit: flood-fill the backdrop from the border.
+
+    As ImageMagick's `-fuzz 10% -fill none -draw "color 0,0 floodfill"` (documented in its "fuzz" and
+    "floodfill" options): pixels within 10% of the backdrop colour (here the border's median, so a
+    subject touching a corner does not pick the seed), connected to the border, become fully
+    transparent; every other pixel keeps its colour at alpha 255 (a hard edge, no decontamination).
+    """
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).astype(np.float32)
+    near = np.sqrt(((img.astype(np.float32) - np.median(border, axis=0)) ** 2).sum(-1) / 3) <= fuzz * 255
+    _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=4)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    backdrop = np.isin(labels, edge[edge > 0]) & near
+    return np.dstack([img, np.where(backdrop, 0, 255).astype(np.uint8)])
+
+
+def quality_report(sizes: list[int], seeds: int) -> None:
+    """IoU, edge error per backdrop kind x format, translucent alpha error and enclosed-region decisions."""
+    import zlib
+    from collections import defaultdict
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import drawings as D
+
+    try:
+        import datakit.cutout.holes_file  # noqa: F401  (absent before holes files existed)
+
+        with_holes = True
+    except ImportError:
+        with_holes = False
+    formats = ("png", "jpeg75", "jpeg85", "jpeg95")
+    resampled = (("white", "area"), ("gradient", "bicubic"), ("paper", "lanczos"), ("scanner", "area"), ("vignette", "bicubic"))
+    cases = [(ch, kind, fmt, None) for ch in D.CHARACTERS for kind in D.BACKDROPS for fmt in formats]
+    cases += [(ch, kind, fmt, how) for ch in D.CHARACTERS for kind, how in resampled for fmt in ("png", "jpeg85")]
+    rows = []
+    t0 = time.perf_counter()
+    for size in sizes:
+        for n in range(seeds):
+            for ch, kind, fmt, how in cases:
+                s = D.scene(ch, kind, fmt, size, seed=zlib.crc32(f"{ch}/{kind}/{n}".encode()) % 1000, resample=how)
+                default = _cut(s.image, None)
+                gaps = tuple(D.numbers_of(default.info.get("holes", []), D.labelled(s, "gap"))) if with_holes else ()
+                final = _cut(s.image, gaps) if with_holes else default
+                full = D.place(final.rgba, final.info["crop_box"], s.alpha.shape)
+                a = full[:, :, 3] / 255.0
+                a0 = D.place(default.rgba, default.info["crop_box"], s.alpha.shape)[:, :, 3] / 255.0
+                decisions = [(r.kind, float(a0[D.region_mask(s, r)].mean()) < 0.5) for r in s.regions]
+                plain = plain_threshold(s.image)
+                rows.append({"label": f"{s.label}@{size}", "kind": "resampled" if how else kind, "fmt": fmt,
+                             "iou": D.iou(a, s), "iou_default": D.iou(a0, s), "edge": D.edge_error(full, s),
+                             "translucent": D.translucent_alpha_error(a, s), "decisions": decisions,
+                             "iou_plain": D.iou(plain[:, :, 3] / 255.0, s), "edge_plain": D.edge_error(plain, s)})
+    print(f"\ncutout quality on {len(rows)} drawn images (sizes {sizes}, {seeds} backdrop seeds), {time.perf_counter() - t0:.0f} s")
+    for key, what in (("iou", "after listing the gaps in holes.toml" if with_holes else "defaults"), ("iou_default", "defaults"),
+                      ("iou_plain", "baseline: plain threshold, fuzz 10% flood fill")):
+        vals = np.array([r[key] for r in rows])
+        worst = rows[int(vals.argmin())]["label"]
+        print(f"IoU ({what}): mean {vals.mean():.4f}, worst {vals.min():.4f} ({worst})")
+    for key, what in (("edge", "datakit"), ("edge_plain", "baseline: plain threshold")):
+        groups = defaultdict(list)
+        for r in rows:
+            groups[(r["kind"], r["fmt"])].append(r[key])
+        print(f"edge error ({what}), mean / worst image:")
+        print(f"{'':11}" + "".join(f"{f:>17}" for f in formats))
+        for kind in (*D.BACKDROPS, "resampled"):
+            cells = [f"{np.mean(groups[(kind, f)]):.4f} / {np.max(groups[(kind, f)]):.4f}" if groups[(kind, f)] else "-"
+                     for f in formats]
+            print(f"{kind:11}" + "".join(f"{c:>17}" for c in cells))
+    semi = [r["translucent"] for r in rows if r["translucent"] is not None]
+    print(f"translucent alpha error: mean {np.mean(semi):.3f}, worst {np.max(semi):.3f} ({len(semi)} images)")
+    cut_gaps = sum(cut for r in rows for kind, cut in r["decisions"] if kind == "gap")
+    gaps = sum(1 for r in rows for kind, _ in r["decisions"] if kind == "gap")
+    cut_garments = sum(cut for r in rows for kind, cut in r["decisions"] if kind == "garment")
+    garments = sum(1 for r in rows for kind, _ in r["decisions"] if kind == "garment")
+    precision = f"{cut_gaps / (cut_gaps + cut_garments):.3f}" if cut_gaps + cut_garments else "n/a, nothing cut"
+    print(f"enclosed regions with the defaults: gaps cut {cut_gaps}/{gaps} (recall {cut_gaps / max(1, gaps):.3f}), "
+          f"white garments cut {cut_garments}/{garments} (precision of cutting {precision})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer images and repeats (about 20 s)")
@@ -109,7 +208,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats, best kept (default 3, quick 2)")
     ap.add_argument("--inputs", type=Path, default=None,
                     help="use these images (e.g. samples/subjects), repeated up to --count, instead of drawn ones")
+    ap.add_argument("--quality", action="store_true", help="print the quality figures instead of timing")
+    ap.add_argument("--sizes", default="256,384", help="--quality: drawing sizes in px")
+    ap.add_argument("--seeds", type=int, default=2, help="--quality: backdrop seeds per drawing")
     args = ap.parse_args()
+    if args.quality:
+        quality_report([int(v) for v in args.sizes.split(",")], args.seeds)
+        return
     count = args.count or (8 if args.quick else 24)
     repeats = args.repeats or (2 if args.quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="datakit-bench-cutout-"))

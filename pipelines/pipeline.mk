@@ -20,6 +20,9 @@ TAGGER    ?= none
 RULES     ?= samples/rules.toml
 TRIGGER   ?= sail_kun
 CONCEPT   ?= $(TRIGGER)
+# Enclosed regions to cut per subject (datakit cutout --holes-file; see docs/cutout.md): the samples'
+# own file for the sample subjects, none for other subjects unless named.
+HOLES     ?= $(if $(filter samples/subjects samples/subjects/,$(SUBJECTS)),samples/holes.toml)
 # Extra flags per stage, e.g. COMPOSITE_FLAGS="--size 512" EMIT_FLAGS="--target-steps 1600".
 CUTOUT_FLAGS    ?=
 COMPOSITE_FLAGS ?=
@@ -40,7 +43,7 @@ BASE_MODEL ?= path/to/base-model.safetensors
 SUBJECT_FILES := $(wildcard $(SUBJECTS)/*)
 FLAGS_DIR     := $(OUT)/.flags
 
-CUTOUT_ARGS    = $(CUTOUT_FLAGS)
+CUTOUT_ARGS    = $(if $(HOLES),--holes-file $(HOLES)) $(CUTOUT_FLAGS)
 COMPOSITE_ARGS = --bg-count $(BG_COUNT) $(if $(BG_ENGINE),--bg-engine $(BG_ENGINE)) $(if $(BG_MODEL),--bg-model $(BG_MODEL)) $(COMPOSITE_FLAGS)
 TAG_ARGS       = --model $(TAGGER) $(TAG_FLAGS)
 REWRITE_ARGS   = --rules $(RULES) --trigger $(TRIGGER) $(REWRITE_FLAGS)
@@ -81,7 +84,7 @@ value_rewrite   = $(REWRITE_ARGS)
 value_review    = $(REVIEW_ARGS)
 value_emit      = $(EMIT_ARGS)
 
-$(OUT)/cutout/datakit.json: $(SUBJECTS) $(SUBJECT_FILES) $(FLAGS_DIR)/cutout
+$(OUT)/cutout/datakit.json: $(SUBJECTS) $(SUBJECT_FILES) $(HOLES) $(FLAGS_DIR)/cutout
 	$(call stage,$(DATAKIT) cutout $(SUBJECTS) $(OUT)/cutout $(CUTOUT_ARGS))
 
 $(OUT)/composite/datakit.json: $(OUT)/cutout/datakit.json $(FLAGS_DIR)/composite

@@ -34,8 +34,9 @@ def test_help_lists_every_option():
     # A fresh interpreter: --help must work without importing the heavy libraries.
     res = subprocess.run([sys.executable, "-m", "datakit", "cutout", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
-    for opt in ("--method", "--model", "--holes", "--threshold", "--matting", "--trim", "--margin", "--seed",
-                "--device", "--workers", "--force", "--quiet", "--json", "DATAKIT_REMBG_MODEL"):
+    for opt in ("--method", "--model", "--holes", "--holes-file", "--threshold", "--matting", "--trim", "--margin",
+                "--review", "--no-review", "--seed", "--device", "--workers", "--force", "--quiet", "--json",
+                "DATAKIT_REMBG_MODEL"):
         assert opt in res.stdout, opt
 
 

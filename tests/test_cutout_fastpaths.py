@@ -12,6 +12,9 @@ import pytest
 from test_cutout_synth import backdrop, compose, draw_subject
 
 from datakit.cutout import alpha as A
+from datakit.cutout import edges as E
+from datakit.cutout.backdrop import estimate_backdrop
+from datakit.cutout.holes import enclosed_components
 from datakit.cutout.background import colour_distance, distance_region, fit_background
 from datakit.cutout.colour import bleed
 from datakit.cutout.cut import CutOptions, cut_flat
@@ -26,8 +29,10 @@ def _image(kind: str = "white", size: int = 128, variant: int = 0, jpeg: int | N
 
 
 @pytest.mark.parametrize("size", [24, 100, 131])
-def test_render_of_a_box_equals_the_frame_render_there(size):
-    model = fit_background(_image("vignette", 128))
+@pytest.mark.parametrize("estimate", [fit_background, estimate_backdrop])
+def test_render_of_a_box_equals_the_frame_render_there(size, estimate):
+    # A per-pixel estimate belongs to the frame it was made from: make it from one of this size.
+    model = estimate(cv2.resize(_image("vignette", 128), (size + 7, size), interpolation=cv2.INTER_AREA))
     full = model.render(size, size + 7)
     for box in [(0, 0, 5, 5), (3, 9, 40, 17), (size - 1, size - 9, 8, 9), (0, 0, size + 7, size)]:
         x, y, w, h = box
@@ -36,9 +41,10 @@ def test_render_of_a_box_equals_the_frame_render_there(size):
         np.testing.assert_array_equal(part, full[y : y + h, x : x + w])
 
 
-def test_render8_stays_within_its_bound():
+@pytest.mark.parametrize("estimate", [fit_background, estimate_backdrop])
+def test_render8_stays_within_its_bound(estimate):
     for kind in ("white", "gradient", "vignette"):
-        model = fit_background(_image(kind, 200))
+        model = estimate(_image(kind, 200))
         diff = np.abs(model.render8(200, 200).astype(np.float32) - model.render(200, 200))
         assert diff.max() <= 1.5
 
@@ -46,7 +52,7 @@ def test_render8_stays_within_its_bound():
 @pytest.mark.parametrize("kind,jpeg", [("white", None), ("gradient", 85), ("vignette", None), ("grey", 85)])
 def test_distance_region_holds_every_pixel_above_threshold(kind, jpeg):
     img = _image(kind, 160, jpeg=jpeg)
-    model = fit_background(img)
+    model = estimate_backdrop(img)
     full = colour_distance(img, model.render(160, 160))
     for threshold in (2.0, 6.0, 10.0, 25.0):  # 2: too low to screen in 8 bits, the whole frame
         d, bg, (x, y, w, h) = distance_region(img, model, threshold, pad=3)
@@ -60,59 +66,52 @@ def test_distance_region_holds_every_pixel_above_threshold(kind, jpeg):
         assert (inner >= threshold).any()
 
 
-def _soft_edges_reference(d, background, band=3, paint=30.0):
-    """The rule of soft_edges written plainly over whole images (the version before the speed-up)."""
-    fg = ~background
-    alpha = fg.astype(np.float32)
-    if not fg.any() or not background.any():
-        return alpha
-    dmax = cv2.dilate(d, np.ones((5, 5), np.uint8))
-    ratio = np.clip(d / np.maximum(dmax, 1e-3), 0.0, 1.0)
-    reached = background.astype(np.uint8)
-    k = np.ones((3, 3), np.uint8)
-    prev = np.zeros_like(alpha)
-    prev_d = np.zeros_like(d)
-    for layer in range(band):
-        grown = cv2.dilate(reached, k)
-        ring = (grown > 0) & fg & (reached == 0)
-        if not ring.any():
-            break
-        if layer == 0:
-            vals = ratio[ring]
-        else:
-            outer = cv2.dilate(prev, k)[ring]
-            outer_d = cv2.dilate(prev_d, k)[ring]
-            behind = (d[ring] < 0.6 * outer_d) & (d[ring] >= paint)
-            vals = np.where((outer >= 0.9) | behind, 1.0, np.maximum(ratio[ring], outer))
-        alpha[ring] = vals
-        prev = np.zeros_like(alpha)
-        prev[ring] = vals
-        prev_d = np.zeros_like(d)
-        prev_d[ring] = d[ring]
-        reached = grown
-    return alpha
+def _chessboard_layers(background: np.ndarray, band: int) -> np.ndarray:
+    """Layer of every pixel written plainly: chessboard distance to the backdrop minus 1 (-1 on it)."""
+    dist = cv2.distanceTransform((~background).astype(np.uint8), cv2.DIST_C, 3)
+    return np.where(background, -1, dist.astype(int) - 1)
 
 
 @pytest.mark.parametrize("kind,jpeg,shift", [("white", None, 0), ("offwhite", 85, 0), ("vignette", None, 60)])
-def test_soft_edges_match_the_plain_rule(kind, jpeg, shift):
+def test_layers_are_the_chessboard_distance_to_the_backdrop(kind, jpeg, shift):
     img = _image(kind, 128, jpeg=jpeg, shift=shift)
-    model = fit_background(img)
-    t = A.background_threshold(model.sigma)
+    model = estimate_backdrop(img)
     d = colour_distance(img, model.render(128, 128))
-    background = A.border_fill(d < t)
-    assert background.any() and not background.all()
-    got = A.soft_edges(d, background, paint=3 * t)
-    np.testing.assert_array_equal(got, _soft_edges_reference(d, background, paint=3 * t))
+    background = A.border_fill(d < A.background_threshold(model.sigma))
+    rows, cols, layer, _ = E.edge_layers(background, 3, None)
+    ref = _chessboard_layers(background, 3)
+    assert len(rows) == int(((ref >= 0) & (ref < 3)).sum())
+    np.testing.assert_array_equal(layer, ref[rows, cols])
 
 
-def test_soft_edges_with_a_subject_touching_the_frame():
-    d = np.zeros((20, 20), np.float32)
-    d[:, :6] = 80.0  # subject along the left edge, a soft column next to it
-    d[:, 6] = 30.0
-    background = d < 10
-    got = A.soft_edges(d, background)
-    np.testing.assert_array_equal(got, _soft_edges_reference(d, background))
-    assert got[5, 6] == pytest.approx(30.0 / 80.0) and got[5, 0] == 1.0
+def test_argmax5_finds_the_largest_distance_in_the_window(rng):
+    d = (rng.random((30, 41)) * 400).astype(np.float32)
+    d[10, 10] = d[11, 12] = 500.0  # a tie: either is right
+    rows, cols = np.array([0, 5, 29, 12, 17, 10, 29]), np.array([0, 40, 3, 20, 8, 11, 40])
+    fy, fx = E.window_argmax(d, rows, cols)
+    for r, c, y, x in zip(rows, cols, fy, fx):
+        win = d[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3]  # the window written plainly
+        assert abs(y - r) <= 2 and abs(x - c) <= 2 and 0 <= y < 30 and 0 <= x < 41
+        assert d[y, x] == win.max()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_line_fill_is_linear_interpolation_along_rows(seed):
+    from datakit.cutout.backdrop import line_fill
+
+    r = np.random.default_rng(seed)
+    gh, gw = int(r.integers(1, 9)), int(r.integers(1, 14))
+    seen = r.random((gh, gw)) < 0.4
+    vals = r.random((gh, gw, 3)).astype(np.float32) * 255
+    out, dist = line_fill(vals, seen)
+    for i in range(gh):
+        idx = np.flatnonzero(seen[i])
+        if not len(idx):
+            assert np.isinf(dist[i]).all()
+            continue
+        for ch in range(3):  # numpy's own 1-D interpolation, the reference
+            np.testing.assert_allclose(out[i, :, ch], np.interp(np.arange(gw), idx, vals[i, idx, ch]), atol=1e-3)
+        np.testing.assert_array_equal(dist[i], np.abs(np.arange(gw)[:, None] - idx[None, :]).min(axis=1))
 
 
 def test_enclosed_components_match_opencv_statistics(rng):
@@ -121,7 +120,7 @@ def test_enclosed_components_match_opencv_statistics(rng):
     mask[40:43, 60:62] = True  # small
     mask[50:80, 90:118] = True  # big
     mask[60:70, 5:9] = rng.random((10, 4)) > 0.5
-    labels, big, stats = A._enclosed_components(mask, min_area=100)
+    labels, big, stats = enclosed_components(mask, min_area=100)
     n, ref_labels, ref_stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4)
     np.testing.assert_array_equal(labels, ref_labels)
     assert list(big) == [k for k in range(1, n) if ref_stats[k, cv2.CC_STAT_AREA] >= 100]
@@ -133,7 +132,7 @@ def test_enclosed_components_match_opencv_statistics(rng):
 @pytest.mark.parametrize("kind,jpeg,shift", [("white", None, 0), ("gradient", 85, 0), ("white", None, 60)])
 def test_matte_of_the_region_equals_the_matte_of_the_frame(kind, jpeg, shift):
     img = _image(kind, 160, jpeg=jpeg, shift=shift)
-    model = fit_background(img)
+    model = estimate_backdrop(img)
     t = A.background_threshold(model.sigma)
     bg_full = model.render(160, 160)
     whole = A.flat_alpha(colour_distance(img, bg_full), img, bg_full, model.sigma, threshold=t)

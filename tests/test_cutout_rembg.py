@@ -118,4 +118,62 @@ def test_auto_uses_flat_or_the_model(tmp_path: Path, tiny_model: Path, monkeypat
     info = run_cutout(CutoutConfig(inp, out, method="auto", device="cpu"), Reporter(quiet=True))
     assert info["counts"]["out"] == 2, info
     methods = {r["source"]: r["method"] for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
-    assert methods == {"flat.png": "flat", "busy.png": "rembg:u2net_custom"}
+    # A flat backdrop keeps the flat matte, the named model deciding its enclosed regions (a hybrid).
+    assert methods == {"flat.png": "flat+rembg:u2net_custom", "busy.png": "rembg:u2net_custom"}
+
+
+def _oracle_model(path: Path, subject: np.ndarray) -> Path:
+    """A tiny 'segmenter' that has learnt one picture: its output is a fixed mask (plus 0 x the input)."""
+    import cv2
+
+    torch = pytest.importorskip("torch")
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, mask: np.ndarray):
+            super().__init__()
+            logits = np.where(cv2.resize(mask.astype(np.float32), (320, 320), interpolation=cv2.INTER_AREA) > 0.5, 8.0, -8.0)
+            self.register_buffer("logits", torch.tensor(logits, dtype=torch.float32)[None, None])
+
+        def forward(self, x):
+            return torch.sigmoid(self.logits + 0.0 * x[:, :1])
+
+    torch.onnx.export(Oracle(subject).eval(), torch.zeros(1, 3, 320, 320), str(path), input_names=["input"],
+                      output_names=["mask"], opset_version=17, dynamo=False)
+    return path
+
+
+def test_hybrid_the_segmenter_decides_enclosed_regions_the_flat_matte_keeps_the_edge(tmp_path: Path):
+    from drawings import labelled, numbers_of, place, region_mask, scene
+
+    s = scene("wave", "white", "png", 192)
+    model = _oracle_model(tmp_path / "oracle.onnx", s.alpha > 0.5)  # it sees the gaps as backdrop, the shirt as subject
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(s.image).save(inp / "wave.png")
+    flat_info = run_cutout(CutoutConfig(inp, tmp_path / "flat", device="cpu"), Reporter(quiet=True))
+    hybrid_info = run_cutout(CutoutConfig(inp, tmp_path / "hyb", method="flat", model=str(model), device="cpu"), Reporter(quiet=True))
+    assert flat_info["counts"]["out"] == hybrid_info["counts"]["out"] == 1
+    assert hybrid_info["segmenter"]["providers"][0] == "CPUExecutionProvider"
+    row = json.loads((tmp_path / "hyb" / "manifest.jsonl").read_text().splitlines()[0])
+    assert row["method"] == "flat+rembg:u2net_custom"
+    gaps = numbers_of(row["holes"], labelled(s, "gap"))
+    shirt = numbers_of(row["holes"], labelled(s, "garment"))
+    assert len(gaps) == 2 and len(shirt) == 1
+    by_number = {h["number"]: h for h in row["holes"]}
+    assert all(by_number[n]["action"] == "cut" and by_number[n]["by"] == "segmenter" for n in gaps)
+    assert by_number[shirt[0]]["action"] == "kept" and by_number[shirt[0]]["by"] == "segmenter"
+
+    def alpha(folder: str) -> np.ndarray:
+        r = json.loads((tmp_path / folder / "manifest.jsonl").read_text().splitlines()[0])
+        return place(np.asarray(Image.open(tmp_path / folder / "wave.png")), r["crop_box"], s.alpha.shape)[:, :, 3]
+
+    a_flat, a_hyb = alpha("flat"), alpha("hyb")
+    gap_area = np.zeros(s.alpha.shape, bool)
+    for reg in labelled(s, "gap"):
+        gap_area |= region_mask(s, reg)
+    assert (a_hyb[gap_area] == 0).mean() > 0.95 and (a_flat[gap_area] == 255).mean() > 0.95
+    # Away from the gaps the matte is the flat method's, to the pixel: the outer edge is exact.
+    import cv2
+
+    near = cv2.dilate(gap_area.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    np.testing.assert_array_equal(a_hyb[~near], a_flat[~near])

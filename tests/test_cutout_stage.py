@@ -52,7 +52,11 @@ def test_outputs_manifest_and_caption(inp: Path, tmp_path: Path):
     out = tmp_path / "out"
     info = run(inp, out)
     assert info["counts"] == {"in": 2, "out": 2, "reused": 0, "processed": 2, "skipped": 0, "failed": 0}
-    assert sorted(p.name for p in out.iterdir()) == ["datakit.json", "manifest.jsonl", "pose1.png", "pose1.txt", "pose2.png"]
+    # The items, the caption, the review sheet (a side file, not an item) and its reduced copies.
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".review", "datakit.json", "manifest.jsonl", "pose1.png", "pose1.txt", "pose2.png", "review.png"]
+    assert sorted(p.name for p in (out / ".review").iterdir()) == ["pose1.npy", "pose2.npy"]
+    assert [r["file"] for r in rows(out).values()] == ["pose1.png", "pose2.png"]
     im = Image.open(out / "pose1.png")
     assert im.mode == "RGBA" and im.size[0] < 128  # trimmed
     # The caption is passed through as a hard link, not re-written.
@@ -139,7 +143,7 @@ def test_unusual_modes_and_names(tmp_path: Path):
     out = tmp_path / "out"
     info = run(d, out)
     assert info["counts"]["skipped"] == 0 and info["counts"]["failed"] == 0, info
-    names = sorted(p.name for p in out.glob("*.png"))
+    names = sorted(p.name for p in out.glob("*.png") if p.name != "review.png")
     assert names == sorted(["a_png.png", "a_jpg.png", "cmyk.png", "deep16.png", "ポーズ①.png", "palette.png", "rotated.png"])
     r = rows(out)
     assert r["palette.png"]["method"] == "alpha"

@@ -12,6 +12,7 @@ import io
 
 import cv2
 import numpy as np
+from drawings import place  # noqa: F401  (re-exported: the quality tests import it from here)
 from PIL import Image, ImageDraw
 
 SS = 4  # supersampling factor
@@ -88,15 +89,6 @@ def compose(colour: np.ndarray, alpha: np.ndarray, bg: np.ndarray, jpeg: int | N
         Image.fromarray(img8).save(buf, format="JPEG", quality=jpeg)
         img8 = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     return img8
-
-
-def place(rgba: np.ndarray, box, size) -> np.ndarray:
-    """Put a trimmed cut-out back into a full frame (transparent elsewhere)."""
-    h, w = size
-    full = np.zeros((h, w, 4), np.uint8)
-    x0, y0, x1, y1 = box
-    full[y0:y1, x0:x1] = rgba
-    return full
 
 
 def iou(pred_alpha: np.ndarray, true_alpha: np.ndarray) -> float:

@@ -55,7 +55,8 @@ def cutout(
         typer.Option(
             "--model", "-m",
             help="rembg model name (isnet-anime, u2net, birefnet-general, ...; looked up in U2NET_HOME / REMBG_HOME) "
-            "or a path to a U2-Net-style .onnx file. Default: $DATAKIT_REMBG_MODEL.",
+            "or a path to a U2-Net-style .onnx file. Default: $DATAKIT_REMBG_MODEL. With --method flat (and auto on "
+            "a flat backdrop) it decides enclosed regions while the flat matte keeps the exact edge.",
             show_default=False,
         ),
     ] = None,
@@ -63,10 +64,21 @@ def cutout(
         Holes,
         typer.Option(
             "--holes",
-            help="Enclosed regions of backdrop colour (an arm on the hip): auto cuts those indistinguishable from the "
-            "backdrop and larger than eye whites, keep keeps them all, cut cuts them all.",
+            help="Enclosed regions of backdrop colour (a gap between an arm and the body, or a white shirt): auto "
+            "cuts one only on evidence (listed under cut in --holes-file, or a segmenter named with --model sees "
+            "backdrop there) and keeps and flags the others; keep keeps them all; cut cuts them all. The holes "
+            "file overrides this for the regions it lists.",
         ),
     ] = Holes.auto,
+    holes_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--holes-file",
+            help="holes.toml: per image stem, the numbers of enclosed regions to cut and to keep "
+            "([pose1] cut = [1]), as the manifest and review.png number them.",
+            show_default=False,
+        ),
+    ] = None,
     threshold: Annotated[
         Optional[float],
         typer.Option(
@@ -81,6 +93,11 @@ def cutout(
     ] = False,
     trim: Annotated[bool, typer.Option("--trim/--no-trim", help="Crop to the subject plus --margin.")] = True,
     margin: Annotated[int, typer.Option("--margin", min=0, help="Transparent pixels kept around the subject when trimming.")] = 8,
+    review: Annotated[
+        bool,
+        typer.Option("--review/--no-review", help="Write OUT/review.png: every cut-out on a checkerboard and a dark "
+                     "colour, enclosed regions outlined and numbered."),
+    ] = True,
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     workers: WorkersOpt = None,
@@ -105,6 +122,8 @@ def cutout(
         seed=seed,
         workers=workers,
         force=force,
+        holes_file=holes_file,
+        review=review,
     )
     execute(lambda reporter: run_cutout(cfg, reporter), quiet=quiet, json_mode=json_mode)
 

@@ -1,8 +1,11 @@
-"""Background model for subjects drawn on a plain backdrop: a smooth colour surface fitted to the border.
+"""Smooth backdrop surfaces and the colour distance to a backdrop.
 
-A per-channel quadratic surface B(x, y) handles flat, off-white, grey, gradient and vignetted
-backdrops alike. It is fitted to a thin strip along the image border with iterative outlier
-rejection, so a subject touching the border or JPEG ringing does not bend it.
+`fit_background` fits a per-channel quadratic surface to samples (by default a thin strip along the
+image border) with iterative outlier rejection, so a subject touching the border or JPEG ringing
+does not bend it. The per-pixel estimate (datakit.cutout.backdrop) uses it to tell which border
+cells are backdrop at all, and falls back on it when nothing along the border is calm.
+`colour_distance` / `distance_region` measure every pixel's distance to a backdrop estimate, in
+the box that can hold subject pixels only.
 """
 
 from __future__ import annotations
@@ -12,13 +15,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Samples of a smooth surface are this many pixels apart before bilinear upsampling.
+GRID_STEP = 8
 # Noise floor (8-bit levels per channel): clean PNG art has zero noise, but the threshold derived
 # from it must still sit above rounding and faint paper texture.
 MIN_SIGMA = 1.0
 
 
+class BorderFlatness:
+    """Whether a backdrop estimate's border is one smooth backdrop (needs `inlier_fraction`, `sigma`)."""
+
+    inlier_fraction: float
+    sigma: float
+
+    def is_flat(self, min_inliers: float = 0.9) -> bool:
+        """True when the border is one smooth backdrop (the flat method's precondition)."""
+        return self.flatness_problem(min_inliers) is None
+
+    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
+        """Why the border is not one smooth backdrop, in words (None when it is)."""
+        if self.inlier_fraction < min_inliers:
+            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
+        if self.sigma > 12.0:
+            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
+        return None
+
+
 @dataclass
-class BackgroundModel:
+class BackgroundModel(BorderFlatness):
     """A fitted backdrop: polynomial coefficients per channel, noise level, and how well the border fits."""
 
     coeffs: np.ndarray  # (n_terms, 3) in 0..255 units, for normalised coordinates in [-1, 1]
@@ -32,26 +56,16 @@ class BackgroundModel:
         """The surface as an HxWx3 float32 image (0..255), or only its part in `box` (x, y, w, h).
 
         A quadratic is smooth: it is evaluated on a grid 8x coarser and resized (bilinear), which is
-        exact to far below one 8-bit level and several times cheaper than evaluating every pixel. A
-        box gets exactly the values of the whole image's render there, for the cost of the box.
+        exact to far below one 8-bit level and several times cheaper than evaluating every pixel.
         """
-        import cv2
-
+        if height > 4 * GRID_STEP and width > 4 * GRID_STEP:
+            off = (GRID_STEP - 1) / 2.0
+            return upsample_grid(
+                lambda r0, r1, c0, c1: self.evaluate(np.arange(r0, r1) * GRID_STEP + off, np.arange(c0, c1) * GRID_STEP + off, height, width),
+                GRID_STEP, height, width, box,
+            )
         x, y, bw, bh = box if box is not None else (0, 0, width, height)
-        step = 8
-        if height > 4 * step and width > 4 * step:
-            gh, gw = -(-height // step), -(-width // step)
-            # Sample k sits at pixel k*step + (step-1)/2, where cv2.resize's centre-aligned bilinear
-            # puts it, so every output pixel p is interpolated at exactly p (clamped in the last 4 px).
-            # A box needs the samples around it, plus one on each side so that its edge pixels are
-            # interpolated, not clamped, unless the frame's edge clamps them too.
-            c0, c1 = max(0, x // step - 1), min(gw, (x + bw - 1) // step + 2)
-            r0, r1 = max(0, y // step - 1), min(gh, (y + bh - 1) // step + 2)
-            off = (step - 1) / 2.0
-            coarse = self._evaluate(np.arange(r0, r1) * step + off, np.arange(c0, c1) * step + off, height, width)
-            full = cv2.resize(coarse, ((c1 - c0) * step, (r1 - r0) * step), interpolation=cv2.INTER_LINEAR)
-            return np.ascontiguousarray(full[y - r0 * step : y - r0 * step + bh, x - c0 * step : x - c0 * step + bw])
-        return self._evaluate(np.arange(y, y + bh), np.arange(x, x + bw), height, width)
+        return self.evaluate(np.arange(y, y + bh), np.arange(x, x + bw), height, width)
 
     def render8(self, height: int, width: int) -> np.ndarray:
         """The surface as HxWx3 uint8, within 1.5 levels of `render` (for quick screening only)."""
@@ -61,15 +75,15 @@ class BackgroundModel:
         if height > 4 * step and width > 4 * step:
             gh, gw = -(-height // step), -(-width // step)
             off = (step - 1) / 2.0
-            coarse = self._evaluate(np.arange(gh) * step + off, np.arange(gw) * step + off, height, width)
+            coarse = self.evaluate(np.arange(gh) * step + off, np.arange(gw) * step + off, height, width)
             coarse = cv2.convertScaleAbs(coarse)
             # 8-bit bilinear: samples rounded (0.5), output rounded (0.5), fixed-point weights (< 0.2).
             full = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)
             return full[:height, :width]
         return cv2.convertScaleAbs(self.render(height, width))
 
-    def _evaluate(self, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The surface at the given pixel rows and columns (float32, len(rows) x len(cols) x 3)."""
+    def evaluate(self, rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The surface at the given pixel rows and columns of a height x width frame (float32, len(rows) x len(cols) x 3)."""
         ys = (rows / max(1, height - 1) * 2.0 - 1.0).astype(np.float32)
         xs = (cols / max(1, width - 1) * 2.0 - 1.0).astype(np.float32)
         c = self.coeffs.astype(np.float32)
@@ -85,17 +99,29 @@ class BackgroundModel:
             out[:, :, ch] = plane
         return out
 
-    def is_flat(self, min_inliers: float = 0.9) -> bool:
-        """True when the border is one smooth backdrop (the flat method's precondition)."""
-        return self.flatness_problem(min_inliers) is None
 
-    def flatness_problem(self, min_inliers: float = 0.9) -> str | None:
-        """Why the border is not one smooth backdrop, in words (None when it is)."""
-        if self.inlier_fraction < min_inliers:
-            return f"only {self.inlier_fraction:.0%} of it matches one smooth colour"
-        if self.sigma > 12.0:
-            return f"it is too noisy (noise {self.sigma:.1f} levels, the limit is 12)"
-        return None
+
+def upsample_grid(samples, step: int, height: int, width: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Bilinear upsampling of a grid of samples every `step` px to a frame, or to only its part in `box` (x, y, w, h).
+
+    Sample k sits at pixel k*step + (step-1)/2, where cv2.resize's centre-aligned bilinear puts it,
+    so every output pixel p is interpolated at exactly p (clamped beyond the outermost samples).
+    `samples(r0, r1, c0, c1)` gives the float32 samples of grid rows r0..r1-1 and columns c0..c1-1.
+    A box takes the samples around it, plus one on each side so that its edge pixels are
+    interpolated, not clamped, unless the frame's edge clamps them too: it gets exactly the values
+    of the whole frame's render there, for the cost of the box.
+    """
+    import cv2
+
+    x, y, bw, bh = box if box is not None else (0, 0, width, height)
+    gh, gw = -(-height // step), -(-width // step)
+    c0, c1 = max(0, x // step - 1), min(gw, (x + bw - 1) // step + 2)
+    r0, r1 = max(0, y // step - 1), min(gh, (y + bh - 1) // step + 2)
+    coarse = np.ascontiguousarray(samples(r0, r1, c0, c1), dtype=np.float32)
+    if step == 1:
+        return np.ascontiguousarray(coarse[y - r0 : y - r0 + bh, x - c0 : x - c0 + bw])
+    full = cv2.resize(coarse, ((c1 - c0) * step, (r1 - r0) * step), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(full[y - r0 * step : y - r0 * step + bh, x - c0 * step : x - c0 * step + bw])
 
 
 def _design(xs: np.ndarray, ys: np.ndarray, degree: int) -> np.ndarray:

@@ -1,8 +1,11 @@
 """Cut one subject out of one image: flat-backdrop matte or a segmenter's mask, then shared finishing.
 
-Both methods end in `finish`: quantise alpha, decontaminate edge colours against the estimated
-backdrop, bleed RGB under transparent pixels, trim to the subject. The result carries what the
-manifest records (crop box, backdrop colour, coverage, confidence and warnings).
+The flat method estimates the backdrop per pixel (datakit.cutout.backdrop), builds the matte with
+its edge colours and translucent layers (datakit.cutout.alpha), and numbers the enclosed regions
+(datakit.cutout.holes). Both methods end in `finish`: quantise alpha, give edge pixels their
+subject colour (or decontaminate them against the backdrop), bleed RGB under transparent pixels,
+trim. The result carries what the manifest records (crop box, backdrop, regions, coverage,
+confidence and warnings).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from datakit.cutout.alpha import HOLE_POLICIES, background_threshold, flat_alpha, leak_check
-from datakit.cutout.background import BackgroundModel, border_samples, distance_region, fit_background
+from datakit.cutout.alpha import background_threshold, flat_alpha, leak_check
+from datakit.cutout.backdrop import BackdropField, estimate_backdrop, estimate_from_mask
+from datakit.cutout.background import distance_region
+from datakit.cutout.holes import HOLE_POLICIES, HoleEvidence
 from datakit.cutout.colour import bleed, decontaminate, quantise_alpha, subject_box
 
 # A fill that leaks through outline gaps removes this share of the subject (or more) -> low confidence.
@@ -52,7 +57,7 @@ class NoSubjectFound(ValueError):
     """The whole image matches the backdrop."""
 
 
-def describe_border(model: BackgroundModel) -> dict:
+def describe_border(model: BackdropField) -> dict:
     """Manifest facts about the backdrop model."""
     return {
         "colour": list(model.mean_colour),
@@ -63,10 +68,17 @@ def describe_border(model: BackgroundModel) -> dict:
     }
 
 
-def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
-    """Cut out a subject drawn on a flat (or smoothly varying) backdrop; no model weights."""
+def cut_flat(
+    rgb: np.ndarray, opts: CutOptions, evidence: HoleEvidence | None = None, *, backdrop: BackdropField | None = None
+) -> Cutout:
+    """Cut out a subject drawn on a plain (evenly or unevenly lit, textured) backdrop; no model weights.
+
+    `evidence` may decide enclosed regions of backdrop colour: the user's holes-file entry for this
+    image and a segmenter's soft mask of the whole frame (a hybrid: the flat matte keeps its exact edge).
+    `backdrop` is this image's estimate when the caller has made it already.
+    """
     h, w = rgb.shape[:2]
-    model = fit_background(rgb)
+    model = backdrop if backdrop is not None else estimate_backdrop(rgb)
     threshold = opts.threshold if opts.threshold is not None else background_threshold(model.sigma)
     # Everything outside this region is surely backdrop: the matte is worked out inside it only. The
     # margin keeps a ring of backdrop around the subject, which the soft edges are measured against.
@@ -78,10 +90,13 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
             f"the border is not one flat backdrop ({model.flatness_problem()}); "
             "the flat method may be wrong here, try --method rembg"
         )
-    res = flat_alpha(d, rgb[region], bg, model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w))
+    if evidence is not None and evidence.mask is not None:
+        evidence = HoleEvidence(evidence.choice, evidence.mask[region], evidence.model)
+    res = flat_alpha(d, rgb[region], bg, model.sigma, holes=opts.holes, threshold=threshold, frame=(h, w), evidence=evidence)
     for row in res.holes:  # region -> frame coordinates
         x0, y0, x1, y1 = row["bbox"]
         row["bbox"] = [x0 + rx, y0 + ry, x1 + rx, y1 + ry]
+        row["contour"] = [[px + rx, py + ry] for px, py in row["contour"]]
     alpha, origin, bg_origin = res.alpha, (rx + res.box[0], ry + res.box[1]), (rx, ry)
     if opts.matting:
         from datakit.cutout.matting import refine_alpha
@@ -101,12 +116,15 @@ def cut_flat(rgb: np.ndarray, opts: CutOptions) -> Cutout:
         "background": describe_border(model),
         "threshold": round(res.threshold, 2),
         "holes": res.holes,
+        "translucent": res.translucent,
         "specks_removed": res.specks_removed,
         "leak": round(leak, 4),
         "matting": bool(opts.matting),
     }
+    # The edge matte knows the colour of every partly covered pixel; refined alpha needs decontaminating.
+    colours = None if opts.matting else (res.edge_rows, res.edge_cols, res.edge_colour)
     try:
-        return finish(rgb, alpha, bg, opts, info, warnings, origin=origin, bg_origin=bg_origin)
+        return finish(rgb, alpha, bg, opts, info, warnings, origin=origin, bg_origin=bg_origin, colours=colours)
     except NoSubjectFound as exc:
         if not model.is_flat():
             raise NoSubjectFound(f"{exc} (the border is not one flat backdrop: try --method rembg)") from exc
@@ -121,16 +139,10 @@ def _frame_alpha(alpha: np.ndarray, origin: tuple[int, int], shape: tuple[int, i
     return full
 
 
-def background_from_mask(rgb: np.ndarray, mask: np.ndarray) -> tuple[BackgroundModel, np.ndarray]:
-    """Estimate the backdrop colour where a segmenter says backdrop (falls back to the border)."""
+def background_from_mask(rgb: np.ndarray, mask: np.ndarray) -> tuple[BackdropField, np.ndarray]:
+    """The backdrop where a segmenter says backdrop, interpolated under the subject."""
     h, w = rgb.shape[:2]
-    ys, xs = np.nonzero(mask < 0.05)
-    if len(ys) >= 200:
-        step = max(1, len(ys) // 20000)
-        model = fit_background(rgb, rows=ys[::step], cols=xs[::step])
-    else:
-        rows, cols = border_samples((h, w))
-        model = fit_background(rgb, rows=rows, cols=cols)
+    model = estimate_from_mask(rgb, mask < 0.05)
     return model, model.render(h, w)
 
 
@@ -179,11 +191,14 @@ def finish(
     *,
     origin: tuple[int, int] = (0, 0),
     bg_origin: tuple[int, int] = (0, 0),
+    colours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Cutout:
     """Quantise, decontaminate, bleed, trim; fill coverage, crop box and confidence.
 
     `alpha` may cover only a box of the frame at `origin` (x, y): it is 0 everywhere else. `bg` may
-    cover only a box at `bg_origin` that holds every partly transparent pixel.
+    cover only a box at `bg_origin` that holds every partly transparent pixel. `colours` (rows,
+    columns in the matte's box, RGB) gives the subject colour of edge pixels where it is known;
+    other partly transparent pixels are decontaminated against `bg`.
     """
     h, w = rgb.shape[:2]
     a8 = quantise_alpha(alpha)
@@ -204,11 +219,15 @@ def finish(
     a8_crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = a8[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox]
     a8 = a8_crop
     crop = rgb[y0:y1, x0:x1, :3].copy()
-    if bg is not None:
+    if bg is not None and colours is None:
         # Only partly transparent pixels change, all inside the matte's box: work on its part in the crop.
         bx, by = bg_origin
         ys, xs = slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0)
         decontaminate(crop[ys, xs], a8[ys, xs], bg[sy0 - by : sy1 - by, sx0 - bx : sx1 - bx], out=crop[ys, xs])
+    if colours is not None and len(colours[0]):
+        r, c = colours[0] + oy - y0, colours[1] + ox - x0
+        inside = (r >= 0) & (r < y1 - y0) & (c >= 0) & (c < x1 - x0)
+        crop[r[inside], c[inside]] = np.clip(np.rint(colours[2][inside]), 0, 255).astype(np.uint8)
     rgba = bleed(crop, a8)
     coverage = float(cv2.sumElems(a8)[0] / (255.0 * h * w))
     if coverage < MIN_COVERAGE:

@@ -1,8 +1,10 @@
 """`datakit cutout`: RGBA cut-outs (straight alpha) of subjects, trimmed, captions passed through.
 
-Per item: open safely -> pick the method (flat backdrop, rembg mask, or the input's own alpha) ->
-matte, decontaminate, bleed, trim (datakit.cutout) -> OUT/<stem>.png + the caption hard-linked ->
-a manifest row with the crop box, method, backdrop colour, alpha coverage, confidence and warnings.
+Per item: open safely -> pick the method (flat backdrop, rembg mask, the flat matte with a
+segmenter deciding enclosed regions, or the input's own alpha) -> matte, decontaminate, bleed,
+trim (datakit.cutout) -> OUT/<stem>.png + the caption hard-linked -> a manifest row with the crop
+box, method, backdrop colour, enclosed regions, alpha coverage, confidence and warnings. Last,
+OUT/review.png shows every cut-out and every decision about an enclosed region.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from datakit.inputs import discover
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 METHODS = ("flat", "rembg", "auto")
+REVIEW = "review.png"
+# Reduced copies of the cut-outs for review.png, written by the workers (one per item).
+REVIEW_DIR = ".review"
 # Upstream manifest fields worth keeping on our rows (the rest is the upstream stage's bookkeeping).
 _CARRIED_FIELDS = ("tags",)
 
@@ -40,6 +45,8 @@ class CutoutConfig:
     seed: int = 0
     workers: int | None = None
     force: bool = False
+    holes_file: Path | None = None  # holes.toml: regions to cut or keep, per image stem
+    review: bool = True  # write OUT/review.png
 
 
 class NeedsModel(ImageError):
@@ -55,6 +62,7 @@ class _Shared:
     method: str
     options: object  # datakit.cutout.cut.CutOptions
     segmenter: object | None  # datakit.models.segmenters.SegmenterSpec
+    review: bool = True  # leave a reduced copy of each cut-out for review.png
 
 
 def _segmenter(shared: _Shared):
@@ -63,14 +71,21 @@ def _segmenter(shared: _Shared):
     return get_segmenter(shared.segmenter)
 
 
-def cut_one(rgb: np.ndarray, shared: _Shared):
-    """Cut one RGB image with the configured method (auto measures the border first)."""
-    from datakit.cutout.background import fit_background
+def cut_one(rgb: np.ndarray, shared: _Shared, choice=None):
+    """Cut one RGB image with the configured method (auto measures the border first).
+
+    With a segmenter named, a flat backdrop gets the flat matte (its exact edge) and the segmenter
+    decides the enclosed regions (a hybrid); any other backdrop gets the segmenter's mask.
+    `choice` is the user's holes-file entry for this image.
+    """
+    from datakit.cutout.backdrop import estimate_backdrop
     from datakit.cutout.cut import cut_flat, cut_with_mask
+    from datakit.cutout.holes import HoleEvidence
 
     method = shared.method
+    model = None
     if method == "auto":
-        model = fit_background(rgb)
+        model = estimate_backdrop(rgb)
         if model.is_flat():
             method = "flat"
         elif shared.segmenter is not None:
@@ -81,7 +96,13 @@ def cut_one(rgb: np.ndarray, shared: _Shared):
                 "use --method flat to cut it anyway, or --method rembg --model NAME_OR_PATH (or set DATAKIT_REMBG_MODEL)"
             )
     if method == "flat":
-        return cut_flat(rgb, shared.options)
+        if shared.segmenter is None:
+            return cut_flat(rgb, shared.options, HoleEvidence(choice=choice), backdrop=model)
+        mask = _segmenter(shared).predict(rgb)
+        evidence = HoleEvidence(choice=choice, mask=mask, model=shared.segmenter.name)
+        cut = cut_flat(rgb, shared.options, evidence, backdrop=model)
+        cut.info["method"] = f"flat+rembg:{shared.segmenter.name}"
+        return cut
     seg = _segmenter(shared)
     mask = seg.predict(rgb)
     return cut_with_mask(rgb, mask, shared.options, method=f"rembg:{shared.segmenter.name}")
@@ -107,6 +128,9 @@ def process_one(task: Task, shared: _Shared) -> TaskResult:
 
 def _process_one(task: Task, shared: _Shared) -> TaskResult:
     from datakit.cutout.cut import NoSubjectFound, from_existing_alpha
+    from datakit.cutout.holes import unknown_numbers
+    from datakit.cutout.holes_file import HoleChoice
+    from datakit.cutout.review import save_copy
 
     src: Path = task.payload["path"]
     stem: str = task.params["stem"]
@@ -118,15 +142,25 @@ def _process_one(task: Task, shared: _Shared) -> TaskResult:
     del loaded
     # An input that already has a transparent backdrop keeps its alpha: cutting it again would only
     # damage it. Alpha that is opaque everywhere carries no information, so it is dropped.
+    choice = HoleChoice(**task.params["holes"]) if "holes" in task.params else None
     if arr.shape[2] == 4 and arr[:, :, 3].min() < 250:
         cut = from_existing_alpha(arr, shared.options)
     else:
         try:
-            cut = cut_one(np.ascontiguousarray(arr[:, :, :3]), shared)
+            cut = cut_one(np.ascontiguousarray(arr[:, :, :3]), shared, choice)
         except NoSubjectFound as exc:
             raise ImageError(str(exc)) from exc
+    missing = unknown_numbers(choice, len(cut.info.get("holes") or []))
+    if missing:
+        count = len(cut.info.get("holes") or [])
+        cut.warnings.append(
+            f"the holes file names region{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}, "
+            f"but this image has {count} enclosed region{'' if count == 1 else 's'}"
+        )
     out_name = f"{stem}.png"
     save_png_array_atomic(cut.rgba, task.payload["out"] / out_name)
+    if shared.review:
+        save_copy(cut.rgba, task.payload["out"] / REVIEW_DIR / f"{stem}.npy")
     outputs = [out_name]
     caption = task.payload.get("caption")
     if caption is not None:
@@ -143,15 +177,20 @@ def _config_dict(cfg: CutoutConfig, model_label: str | None) -> dict:
     d["input_dir"] = str(cfg.input_dir)
     d["out_dir"] = str(cfg.out_dir)
     d["model"] = model_label
-    if cfg.method == "flat":
+    # Neither changes a cut-out: the holes file's entry for an image is part of that item's own
+    # parameters (editing it redoes only the images whose entry changed); the review is a side file.
+    d.pop("holes_file")
+    d.pop("review")
+    if cfg.method == "flat" and model_label is None:
         d.pop("device")  # the flat method never touches a device: switching it must not redo work
     return d
 
 
 def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
     """Run the cutout stage from IN to OUT; returns the datakit.json info."""
-    from datakit.cutout.alpha import HOLE_POLICIES
     from datakit.cutout.cut import CutOptions
+    from datakit.cutout.holes import HOLE_POLICIES
+    from datakit.cutout.holes_file import read_holes
     from datakit.models.segmenters import requested_model, resolve_segmenter
 
     if cfg.method not in METHODS:
@@ -168,9 +207,8 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
             "--method rembg needs a model: --model isnet-anime (or u2net, birefnet-general, a path to an .onnx file), "
             "or set DATAKIT_REMBG_MODEL"
         )
-    spec = resolve_segmenter(model, cfg.device) if model and cfg.method in ("rembg", "auto") else None
-    if cfg.model and cfg.method == "flat":
-        reporter.warn("--model is not used by --method flat (use --method rembg or auto)")
+    spec = resolve_segmenter(model, cfg.device) if model else None
+    choices = read_holes(cfg.holes_file) if cfg.holes_file is not None else {}
 
     inputs = discover(cfg.input_dir, stage="cutout")
     out = Path(cfg.out_dir)
@@ -179,31 +217,43 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
         "cutout", out, config, inputs_dir=cfg.input_dir, upstream=inputs.upstream, force=cfg.force,
         reporter=reporter, seed=cfg.seed, pre_skipped=inputs.skipped,
     )
+    if cfg.review:
+        (out / REVIEW_DIR).mkdir(exist_ok=True)
     model_inputs = [Path(spec.path)] if spec and spec.path else []
     tasks = []
     for item in inputs.items:
         files = [item.path, *([item.caption] if item.caption else []), *model_inputs]
         carried = {k: item.row[k] for k in _CARRIED_FIELDS if k in item.row}
+        params: dict = {"stem": item.stem}
+        if item.stem in choices:
+            params["holes"] = choices[item.stem].as_params()
         tasks.append(
             Task(
                 key=item.key,
                 inputs=files,
-                params={"stem": item.stem},
+                params=params,
                 payload={"path": item.path, "caption": item.caption, "out": out, "carried": carried},
                 source=item.key,
             )
         )
     if not tasks and not inputs.skipped:
         reporter.warn(f"no images in {cfg.input_dir}")
+    stems = {item.stem for item in inputs.items}
+    strangers = sorted(set(choices) - stems)
+    if strangers:
+        shown = ", ".join(strangers[:5]) + (" ..." if len(strangers) > 5 else "")
+        reporter.warn(f"the holes file {cfg.holes_file} names images that are not in {cfg.input_dir}: {shown}")
     options = CutOptions(holes=cfg.holes, threshold=cfg.threshold, matting=cfg.matting, trim=cfg.trim, margin=cfg.margin)
-    shared = _Shared(method=cfg.method, options=options, segmenter=spec)
+    shared = _Shared(method=cfg.method, options=options, segmenter=spec, review=cfg.review)
     # A segmenter session is loaded once and reused: model methods run in this process.
     workers = 1 if spec is not None else (cfg.workers or default_workers())
-    extra: dict = {"method": cfg.method}
+    extra: dict = {"method": cfg.method, "holes_file": str(cfg.holes_file) if cfg.holes_file else None}
     todo = run.begin(tasks)
     if todo is None:
+        if cfg.review and not (out / REVIEW).exists():
+            _write_review(run, out)
         return run.summary_from_previous()
-    if spec is not None and cfg.method == "rembg" and todo:
+    if spec is not None and cfg.method in ("rembg", "flat") and todo:
         _load_and_report(spec, reporter)  # load before the bar starts, so a bad model fails at once
     run.invalidate()
     run.map(process_one, todo, workers=workers, shared=shared, description="cutout")
@@ -216,6 +266,9 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
             reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
             for note in seg.notes:
                 reporter.warn(note)
+    if cfg.review:
+        extra["review"] = REVIEW if _write_review(run, out) else None
+    _report_flagged(run, reporter, out, cfg.review)
     info = run.finish(extra=extra)
     needs = [r for r in info.get("skipped", []) if "not one flat backdrop" in r.get("reason", "")]
     if needs:
@@ -234,3 +287,48 @@ def _load_and_report(spec, reporter: Reporter) -> None:
     reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
     for note in seg.notes:
         reporter.warn(note)
+
+
+def _write_review(run: StageRun, out: Path) -> int:
+    """review.png from every current item (reused ones too), in task order; stale copies removed."""
+    from PIL import Image
+
+    from datakit.cutout.review import entry_from_row, load_copy, reduce, render_review
+
+    entries = []
+    current = set()
+    for task in run.tasks:
+        row = run.rows.get(task.key)
+        if not row or row.get("status") != "ok" or not row.get("file"):
+            continue
+        full = out / row["file"]
+        small = out / REVIEW_DIR / f"{Path(row['file']).stem}.npy"
+        current.add(small.name)
+        try:
+            fresh = small.is_file() and small.stat().st_mtime_ns >= full.stat().st_mtime_ns
+            rgba = load_copy(small) if fresh else None
+            if rgba is None:  # no reduced copy (an older run, or deleted): reduce the cut-out itself
+                with Image.open(full) as im:
+                    rgba, _ = reduce(np.asarray(im.convert("RGBA")))
+        except OSError:  # the cut-out itself vanished or is unreadable: nothing to show for it
+            continue
+        scale = rgba.shape[1] / max(1, (row.get("size") or [rgba.shape[1]])[0])
+        entries.append(entry_from_row(row, rgba, scale))
+    if (out / REVIEW_DIR).is_dir():
+        for p in (out / REVIEW_DIR).iterdir():
+            if p.is_file() and p.name not in current:
+                p.unlink(missing_ok=True)
+    return render_review(entries, out / REVIEW)
+
+
+def _report_flagged(run: StageRun, reporter: Reporter, out: Path, review: bool) -> None:
+    """One line about enclosed regions kept without evidence (each is in its row's `holes`)."""
+    images = [r for r in run.rows.values() if any(h.get("flagged") for h in r.get("holes") or [])]
+    if not images:
+        return
+    count = sum(1 for r in images for h in r["holes"] if h.get("flagged"))
+    where = f"see {out / REVIEW}" if review else "see the manifest's holes"
+    reporter.warn(
+        f"{count} enclosed region(s) of backdrop colour in {len(images)} cut-out(s) were kept: a see-through gap or white "
+        f"paint? {where}; list gaps under cut in a holes file (--holes-file)"
+    )
