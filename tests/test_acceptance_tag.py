@@ -36,7 +36,7 @@ def test_batch_buffer_is_no_bigger_than_the_work(tmp_path, monkeypatch):
     reporter = Reporter(quiet=True)
     info = run_tag(TagConfig(input_dir=src, out_dir=tmp_path / "out", model=str(model), batch_size=4096, workers=1),
                    reporter)
-    assert info["counts"]["out"] == 3
+    assert info.counts.out == 3
     batch_buffers = [s for s in shapes if len(s) == 4]
     assert batch_buffers and all(s[0] <= 256 for s in batch_buffers)
     assert any("--batch-size 4096" in w for w in reporter.warnings)

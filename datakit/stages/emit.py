@@ -38,6 +38,7 @@ from datakit.imageio import (
 from datakit.inputs import discover, read_caption_file, sibling
 from datakit.manifest import carried_from
 from datakit.paths import check_apart
+from datakit.results import Carry
 from datakit.stage import StageRun, Task, TaskResult
 
 # Extensions kohya's loader reads with Pillow as they are; anything else is re-encoded as PNG.
@@ -429,7 +430,7 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
             "resolution": cfg.resolution,
             "findings": findings,
         },
-        carry={"trigger": trigger, "keep_tokens": keep_tokens},
+        carry=Carry(trigger=trigger, keep_tokens=keep_tokens),
     )
     _remove_empty_dirs(out, old_dirs)
     return info

@@ -17,7 +17,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from datakit.inputs import InputItem, discover
 from datakit.models.onnx_providers import cuda_driver_present
 from datakit.manifest import hash_file
 from datakit.models import taggers
+from datakit.results import StageResult
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 PROBS_FILE = "tags.parquet"
@@ -61,6 +62,21 @@ class TagConfig:
     top: int = 20
     workers: int | None = None
     force: bool = False
+
+
+@dataclass(kw_only=True)
+class TagResult(StageResult):
+    """What a tag run did: the common counts plus the tagger and where it ran."""
+
+    model_name: str | None = None
+    device_requested: str = "auto"
+    # Only when the model ran this time (everything else reused or re-thresholded: no session).
+    provider: str | None = None
+    batch_size: int | None = None
+    input_size: int | None = None
+    tagger: str | None = None  # "wd14", or None: the given captions were kept
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset({"provider", "batch_size", "input_size"})
 
 
 @dataclass
@@ -315,8 +331,8 @@ def _print_frequency(table: list[tuple[str, int, float]], top: int, reporter: Re
     reporter.info(f"tag frequency{more}, saved to {FREQ_FILE}:\n" + "\n".join(lines))
 
 
-def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
-    """Tag (or re-caption) every input item into cfg.out_dir; returns the datakit.json info."""
+def run_tag(cfg: TagConfig, reporter: Reporter) -> TagResult:
+    """Tag (or re-caption) every input item into cfg.out_dir; returns what the run did."""
     if cfg.existing not in EXISTING_MODES:
         raise UsageError(f"--existing must be one of {', '.join(EXISTING_MODES)}, not {cfg.existing!r}")
     if not 0.0 <= cfg.general_threshold <= 1.0:
@@ -352,7 +368,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
                    reporter=reporter, pre_skipped=inputs.skipped)
     todo = run.begin(tasks)
     if todo is None:
-        return run.summary_from_previous()
+        return run.summary_from_previous(TagResult)
 
     # Probabilities already computed by the same model for the same image bytes are reused (also how
     # --rethreshold works); only the rest go through the model.
@@ -382,8 +398,8 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
         )
 
     session = None
-    extra: dict = {"model_name": (model.files.name if model.files else meta.get("model")) if model else None,
-                   "device_requested": cfg.device}
+    summary = TagResult(model_name=(model.files.name if model.files else meta.get("model")) if model else None,
+                       device_requested=cfg.device)
     if need_model:  # one session for the whole run, opened before anything in OUT changes
         session = taggers.open_session(model.files, model.labels, device=cfg.device)
         batch = session.fixed_batch or min(cfg.batch_size or (32 if session.on_gpu else 4), MAX_BATCH)
@@ -391,7 +407,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
             # The batch is one fixed shape (padded), so `-b 4096` on 10 images would mean 9 GiB of input.
             reporter.warn(f"--batch-size {cfg.batch_size} is above {MAX_BATCH}, the largest batch the tagger runs: using {MAX_BATCH}")
         _report_session(session, cfg, batch, reporter)
-        extra.update({"provider": session.provider, "batch_size": batch, "input_size": session.size})
+        summary.provider, summary.batch_size, summary.input_size = session.provider, batch, session.size
 
     def save_store() -> None:
         """OUT/tags.parquet: the probabilities of every item whose caption is in the manifest."""
@@ -399,7 +415,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
             return
         keep = {k: v for k, v in probs_of.items() if v[1] is not None and run.rows.get(k, {}).get("status") == "ok"}
         store_meta = {
-            "model": extra["model_name"],
+            "model": summary.model_name,
             "model_hash": model.model_hash,
             "model_stamp": _file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
             "labels_hash": model.labels_hash,
@@ -420,9 +436,9 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
                         run.record(task, failure)
                     else:
                         probs_of[task.key] = (probs_of[task.key][0], probs)
-                        result = _safe(task, probs, model, cfg, undesired)
-                        result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
-                        run.record(task, result)
+                        item_result = _safe(task, probs, model, cfg, undesired)
+                        item_result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
+                        run.record(task, item_result)
                     done.add(task.key)
                     bar.advance(1)
             for task in todo:
@@ -442,8 +458,8 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
     freq = _frequency(rows)
     _write_frequency(cfg.out_dir, freq)
     _print_frequency(freq, cfg.top, reporter)
-    extra["tagger"] = "wd14" if model else None
-    return run.finish(extra=extra)
+    summary.tagger = "wd14" if model else None
+    return run.finish(summary)
 
 
 def _safe(task: Task, probs, model, cfg: TagConfig, undesired) -> TaskResult:
