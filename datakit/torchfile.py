@@ -40,7 +40,8 @@ def names_code(reason: str) -> bool:
 def unsafe_file_message(path, what: str, reason: str) -> str:
     """The one line for a pickle that holds more than tensors and plain data."""
     if not names_code(reason):
-        return f"cannot load {what} {path}: it is not a plain torch tensor file ({reason}); is it complete?"
+        return (f"cannot read {what} {path}: torch's weights_only loader does not read it as a plain-data torch "
+                f"file ({reason}); is it complete, and was it written by torch.save?")
     return (f"refusing to load {what} {path}: it holds pickled Python objects beyond tensors and plain data "
             f"({reason}), and unpickling them could run code. Use a .safetensors file, or convert this one with a "
             "tool you trust")
@@ -67,5 +68,7 @@ def load_plain_torch(path, *, what: str, mmap: bool = False, damaged: type[Excep
         reason = weights_only_refusal(exc)
         if reason is not None and names_code(reason):
             raise UsageError(unsafe_file_message(path, what, reason)) from None
-        detail = reason or " ".join(str(exc).split())[:200] or type(exc).__name__
+        if reason is not None:  # weights_only stopped on something other than code: a raw pickle, a cut file
+            raise damaged(unsafe_file_message(path, what, reason)) from None
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise damaged(f"cannot read {what} {path}: {detail} (is the file complete?)") from None

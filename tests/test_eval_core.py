@@ -97,7 +97,7 @@ def test_hypernetwork_strength_zero_is_the_base_model(sd1, tmp_path):
 
 
 def test_trainer_hypernetwork_as_a_network_adapter(sd1, tmp_path):
-    from datakit.train.hypernetwork_format import read_hypernetwork_file
+    from datakit.train.hypernetwork import read_hypernetwork_file
 
     pipe = load_diffusion_pipeline(str(sd1))
     path = M.write_hypernetwork(tmp_path / "hn.pt", sd1)

@@ -7,7 +7,7 @@ base model and every adapter in turn:
   or folder) are applied with diffusers' own `load_lora_weights` and removed with
   `unload_lora_weights` afterwards, which also takes peft's wrappers off the layers, so the base
   weights and modules are exactly as before (nothing is fused);
-- A1111 hypernetwork `.pt` files are read with `weights_only=True` (datakit.train.hypernetwork_format)
+- A1111 hypernetwork `.pt` files are read with `weights_only=True` (datakit.train.hypernetwork)
   and hooked into the UNet's attention (datakit.train.hypernetwork), then unhooked;
 - `NetworkAdapter` wraps a network the trainer already applied (LoRANetwork or Hypernetwork):
   it sets the network's strength for its samples and to 0 (exactly the base model) for the reference.
@@ -182,7 +182,7 @@ def open_adapter(path: Path, label: str, *, trigger: str | None = None, lora_str
         meta = read_safetensors_metadata(path)
         return LoraFile(path, label, trigger or metadata_trigger(meta, path), lora_strength, meta)
     if suffix in HYPERNETWORK_SUFFIXES:
-        from datakit.train.hypernetwork_format import read_hypernetwork_file
+        from datakit.train.hypernetwork import read_hypernetwork_file
 
         data = read_hypernetwork_file(path, what=f"--adapter {path.name}")
         note = str(data["meta"].get("optional_info") or "")
