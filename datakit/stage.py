@@ -301,14 +301,11 @@ class StageRun:
                         removed.append(f)
         return removed
 
-    def finish(self, result: R | None = None, *, carry: Carry | None = None, counts_in: int | None = None,
-               extra: dict | None = None) -> R:
+    def finish(self, result: R | None = None, *, carry: Carry | None = None, counts_in: int | None = None) -> R:
         """Write manifest.jsonl, remove stale outputs, then datakit.json; return the result.
 
         `result` is the stage's own result (its subclass of StageResult, with its own fields set);
-        this fills in what every stage records. `extra` (a dict of more datakit.json keys) is how
-        stages without a result type of their own (cutout, review) call it until they adopt one:
-        they get the datakit.json dict back, as before.
+        this fills in what every stage records. Without one: a plain StageResult.
         """
         ordered = [self.rows[t.key] for t in self.tasks if t.key in self.rows]
         for entry in self.pre_skipped:
@@ -342,20 +339,18 @@ class StageRun:
         done.skipped, done.failed, done.removed_stale = skipped, failed, removed
         done.warnings = list(self.reporter.warnings)
         done.carry = Carry.from_json(carried)
-        done.extra = {**done.extra, **(extra or {})}
         write_stage_info(self.out, done.to_json())
-        return done.to_json() if extra is not None else done  # type: ignore[return-value]
+        return done  # type: ignore[return-value]
 
-    def summary_from_previous(self, result_type: type[R] | None = None) -> R:
+    def summary_from_previous(self, result_type: type[R] = StageResult) -> R:  # type: ignore[assignment]
         """The result of a run that found nothing to do (datakit.json left untouched): the last run's,
-        read as `result_type`, with this run's reuse count and time. Without a type (stages that have
-        none yet: cutout, review) the datakit.json dict, as before."""
-        previous = (result_type or StageResult).from_json(dict(self.old_info or {}))
+        read as `result_type`, with this run's reuse count and time."""
+        previous = result_type.from_json(dict(self.old_info or {}))
         previous.nothing_to_do = True
         previous.counts.reused, previous.counts.processed = self.reused, 0
         previous.timings.total_s = round(time.perf_counter() - self.started, 3)
         previous.keys += tuple(k for k in ("counts", "timings") if k not in previous.keys)
-        return previous if result_type is not None else previous.to_json()  # type: ignore[return-value]
+        return previous
 
 
 def _names_inside(out: Path, name) -> bool:

@@ -51,7 +51,7 @@ def inp(tmp_path: Path) -> Path:
 def test_outputs_manifest_and_caption(inp: Path, tmp_path: Path):
     out = tmp_path / "out"
     info = run(inp, out)
-    assert info["counts"] == {"in": 2, "out": 2, "reused": 0, "processed": 2, "skipped": 0, "failed": 0}
+    assert info.counts.to_json() == {"in": 2, "out": 2, "reused": 0, "processed": 2, "skipped": 0, "failed": 0}
     assert sorted(p.name for p in out.iterdir()) == ["datakit.json", "manifest.jsonl", "pose1.png", "pose1.txt", "pose2.png"]
     im = Image.open(out / "pose1.png")
     assert im.mode == "RGBA" and im.size[0] < 128  # trimmed
@@ -72,16 +72,16 @@ def test_rerun_does_no_work_and_inputs_are_untouched(inp: Path, tmp_path: Path):
     run(inp, out)
     stamp = (out / "datakit.json").stat().st_mtime_ns
     again = run(inp, out)
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     assert (out / "datakit.json").stat().st_mtime_ns == stamp
     assert tree_hashes(inp) == before
     # A changed option redoes the items; --force redoes them too.
-    assert run(inp, out, margin=2)["counts"]["processed"] == 2
-    assert run(inp, out, margin=2, force=True)["counts"]["processed"] == 2
+    assert run(inp, out, margin=2).counts.processed == 2
+    assert run(inp, out, margin=2, force=True).counts.processed == 2
     # A changed input redoes only that item.
     subject_png(inp / "pose2.png", variant=1)
     info = run(inp, out, margin=2)
-    assert info["counts"]["processed"] == 1 and info["counts"]["reused"] == 1
+    assert info.counts.processed == 1 and info.counts.reused == 1
 
 
 def test_outputs_identical_for_any_worker_count(inp: Path, tmp_path: Path):
@@ -103,8 +103,8 @@ def test_bad_inputs_are_skipped_and_named(tmp_path: Path, monkeypatch):
     before = tree_hashes(d)
     out = tmp_path / "out"
     info = run(d, out)
-    assert info["counts"]["out"] == 1 and info["counts"]["skipped"] == 3
-    reasons = {s["source"]: s["reason"] for s in info["skipped"]}
+    assert info.counts.out == 1 and info.counts.skipped == 3
+    reasons = {s.source: s.reason for s in info.skipped}
     assert "zero-byte" in reasons["zero.png"]
     assert "truncated" in reasons["truncated.png"]
     assert "not an image" in reasons["notes.jpg"]
@@ -113,7 +113,7 @@ def test_bad_inputs_are_skipped_and_named(tmp_path: Path, monkeypatch):
     # A decompression bomb (here: anything over a tiny pixel limit) is skipped with its reason.
     monkeypatch.setenv("DATAKIT_MAX_PIXELS", "1000")
     info = run(d, tmp_path / "out2")
-    assert "limit" in {s["source"]: s["reason"] for s in info["skipped"]}["good.png"]
+    assert "limit" in {s.source: s.reason for s in info.skipped}["good.png"]
 
 
 def test_unusual_modes_and_names(tmp_path: Path):
@@ -138,7 +138,7 @@ def test_unusual_modes_and_names(tmp_path: Path):
     Image.fromarray(wide).save(d / "rotated.jpg", exif=exif, quality=95)
     out = tmp_path / "out"
     info = run(d, out)
-    assert info["counts"]["skipped"] == 0 and info["counts"]["failed"] == 0, info
+    assert info.counts.skipped == 0 and info.counts.failed == 0, info
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == sorted(["a_png.png", "a_jpg.png", "cmyk.png", "deep16.png", "ポーズ①.png", "palette.png", "rotated.png"])
     r = rows(out)
@@ -154,7 +154,7 @@ def test_empty_folder(tmp_path: Path):
     d = tmp_path / "empty"
     d.mkdir()
     info = run(d, tmp_path / "out")
-    assert info["counts"]["in"] == 0 and info["counts"]["out"] == 0
+    assert info.counts.in_ == 0 and info.counts.out == 0
     assert (tmp_path / "out" / "datakit.json").is_file()
 
 
@@ -163,7 +163,7 @@ def test_reads_an_upstream_manifest(inp: Path, tmp_path: Path):
     run(inp, first)
     (first / "stray.png").write_bytes((first / "pose1.png").read_bytes())  # not in the manifest: ignored
     info = run(first, tmp_path / "second")
-    assert info["counts"]["in"] == 2
+    assert info.counts.in_ == 2
     assert rows(tmp_path / "second")["pose1.png"]["method"] == "alpha"
 
 
@@ -186,6 +186,6 @@ def test_auto_without_model_names_both_options(tmp_path: Path):
     photo = np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     Image.fromarray(photo).save(d / "photo.png")
     info = run(d, tmp_path / "out", method="auto")
-    assert info["counts"]["out"] == 1
-    reason = {s["source"]: s["reason"] for s in info["skipped"]}["photo.png"]
+    assert info.counts.out == 1
+    reason = {s.source: s.reason for s in info.skipped}["photo.png"]
     assert "--method flat" in reason and "--method rembg" in reason

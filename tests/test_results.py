@@ -18,7 +18,7 @@ from datakit.results import Carry, Counts, ItemProblem, StageResult, Timings
 from datakit.stage import exit_code_for
 from datakit.stages.backgrounds import BackgroundsConfig, run_backgrounds
 from datakit.stages.composite import CompositeConfig, CompositeResult, run_composite
-from datakit.stages.cutout import CutoutConfig, run_cutout
+from datakit.stages.cutout import CutoutConfig, CutoutResult, Segmenter, run_cutout
 from datakit.stages.emit import EmitConfig, EmitResult, run_emit
 from datakit.stages.tag import TagConfig, TagResult, run_tag
 from datakit.tags.rewrite import RewriteConfig, RewriteResult, run_tags_rewrite
@@ -81,10 +81,13 @@ def test_every_cpu_stage_round_trips(pipeline):
     emit = _round_trips(root / "dataset", EmitResult, results["emit"])
     assert emit.findings.no_caption == [] and emit.carry.trigger == "sail_kun"
     assert emit.plan["folders"] == {"sail_kun": f"img/{emit.plan['concepts'][0]['repeats']}_sail_kun"}
-    # cutout has no result type of its own yet: the base type keeps its own keys as they are.
-    cutout = StageResult.from_json(read_stage_info(root / "cutout"))
-    assert cutout.to_json() == read_stage_info(root / "cutout") == results["cutout"]
-    assert cutout.extra["method"] == "flat" and cutout.counts.out == 2
+    cutout = _round_trips(root / "cutout", CutoutResult, results["cutout"])
+    assert cutout.method == "flat" and cutout.counts.out == 2
+    assert cutout.segmenter is None and "segmenter" not in cutout.to_json()  # no model ran: no segmenter key
+    # A stage's own record field (a model's segmenter) reads back typed.
+    with_model = CutoutResult.from_json({**cutout.to_json(), "segmenter": {"model": "u2net", "providers": ["CPUExecutionProvider"]}})
+    assert with_model.segmenter == Segmenter(model="u2net", providers=["CPUExecutionProvider"])
+    assert list(with_model.to_json())[-2:] == ["method", "segmenter"]
 
 
 def test_nothing_to_do_reads_the_previous_result_back(pipeline):

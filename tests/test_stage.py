@@ -510,10 +510,10 @@ class BatchedResult(StageResult):
     device: str = ""
 
 
-def test_stages_without_a_result_type_still_get_the_datakit_json_dict(images, tmp_path):
-    """cutout and review call finish(extra=...) and summary_from_previous() until they adopt a result type."""
+def test_a_stage_without_a_result_type_of_its_own_gets_the_common_one(images, tmp_path):
+    """finish() and summary_from_previous() without a type: a plain StageResult, the same as datakit.json."""
     def one_pass():
-        run = StageRun("legacy", tmp_path / "out", {}, inputs_dir=images)
+        run = StageRun("plain", tmp_path / "out", {}, inputs_dir=images)
         tasks = [Task(key=i.key, inputs=[i.path], params={"stem": i.stem}) for i in discover(images).items]
         todo = run.plan(tasks)
         if not todo and run.nothing_to_do():
@@ -522,12 +522,13 @@ def test_stages_without_a_result_type_still_get_the_datakit_json_dict(images, tm
         for t in todo:
             (run.out / f"{t.params['stem']}.out").write_text("x")
             run.record(t, TaskResult(key=t.key, outputs=[f"{t.params['stem']}.out"]))
-        return run.finish(extra={"method": "flat"})
+        return run.finish()
 
     first = one_pass()
-    assert first == read_stage_info(tmp_path / "out") and first["method"] == "flat" and first["counts"]["out"] == 3
+    assert type(first) is StageResult and first.to_json() == read_stage_info(tmp_path / "out") and first.counts.out == 3
     again = one_pass()
-    assert again["nothing_to_do"] is True and again["method"] == "flat"
+    assert type(again) is StageResult and again.nothing_to_do is True and again.counts.reused == 3
+    assert again.stage == "plain" and again.extra == {}
 
 
 def test_progress_bar_and_warnings_do_not_break_quiet_runs(images, tmp_path, capsys):

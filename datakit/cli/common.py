@@ -62,7 +62,7 @@ def execute(work: Callable[["Reporter"], "StageResult | dict | None"], *, quiet:
         except Exception as exc:  # a bug: show where, ask for a report
             traceback.print_exc()
             _fail(f"internal error: {type(exc).__name__}: {exc} (this is a datakit bug; please report it)", EXIT_INTERNAL, json_mode)
-    if isinstance(result, dict):  # a stage without a result type of its own yet (train, cutout, review)
+    if isinstance(result, dict):  # a datakit.json object from a command without a result type of its own (train)
         result = StageResult.from_json(result)
     if isinstance(result, StageResult):
         reporter.summary(result)
