@@ -10,14 +10,12 @@ tag_frequency.csv, datakit.json last.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,8 +29,12 @@ from datakit.manifest import hash_file
 from datakit.models import taggers
 from datakit.results import StageResult
 from datakit.stage import StageRun, Task, TaskResult, default_workers
+from datakit.tagging.batches import infer
+from datakit.tagging.store import PROBS_FILE, file_stamp, read_probabilities, read_store, stored_model_hash, write_store
 
-PROBS_FILE = "tags.parquet"
+# The stage's public face: read_probabilities is how users (and tests) read OUT/tags.parquet.
+__all__ = ["TagConfig", "TagResult", "merge_caption", "read_probabilities", "run_tag"]
+
 # Batches always run at one shape (padded), so the shape must stay affordable: 256 x 448 px float32
 # is 0.6 GB of input.
 MAX_BATCH = 256
@@ -138,61 +140,6 @@ def _tag_item(task: Task, probs: np.ndarray | None, model: _Model | None, cfg: T
 
 
 # ---------------------------------------------------------------------------------------------
-# Stored probabilities (OUT/tags.parquet)
-# ---------------------------------------------------------------------------------------------
-
-
-def _read_store(out: Path) -> tuple[dict, dict[str, tuple[str, np.ndarray]]]:
-    """(metadata, {key: (image hash, probabilities)}) from OUT/tags.parquet; empty when absent or unreadable."""
-    path = out / PROBS_FILE
-    if not path.is_file():
-        return {}, {}
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {}).get(b"datakit", b"{}"))
-        keys = table.column("key").to_pylist()
-        hashes = table.column("image_hash").to_pylist()
-        flat = table.column("probs").combine_chunks().flatten().to_numpy().astype(np.float32)
-    except Exception:
-        return {}, {}  # a damaged store only costs a re-run of the model
-    width = len(meta.get("names", [])) or (len(flat) // max(1, len(keys)))
-    rows = {k: (h, flat[i * width : (i + 1) * width]) for i, (k, h) in enumerate(zip(keys, hashes))}
-    return meta, rows
-
-
-def _write_store(out: Path, meta: dict, rows: dict[str, tuple[str, np.ndarray]], files: dict[str, str]) -> None:
-    """Write OUT/tags.parquet atomically: one row per item (key, file, image hash, probabilities)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    keys = list(rows)
-    width = len(meta["names"])
-    flat = np.concatenate([rows[k][1] for k in keys]).astype(np.float32) if keys else np.zeros(0, np.float32)
-    probs = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width)
-    table = pa.table(
-        {"key": keys, "file": [files.get(k) for k in keys], "image_hash": [rows[k][0] for k in keys], "probs": probs}
-    ).replace_schema_metadata({"datakit": json.dumps(meta)})
-    with atomic_path(out / PROBS_FILE) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_probabilities(out_dir: str | os.PathLike):
-    """OUT/tags.parquet as a pandas DataFrame: one row per image file, one column per tag (for analysis)."""
-    import pandas as pd
-
-    meta, rows = _read_store(Path(out_dir))
-    if not rows:
-        raise UsageError(f"no readable {PROBS_FILE} in {out_dir}")
-    import pyarrow.parquet as pq
-
-    files = pq.read_table(Path(out_dir) / PROBS_FILE, columns=["key", "file"]).to_pydict()
-    index = [f or k for k, f in zip(files["key"], files["file"])]
-    return pd.DataFrame(np.stack([p for _, p in rows.values()]), index=index, columns=meta["names"])
-
-
-# ---------------------------------------------------------------------------------------------
 # The model side
 # ---------------------------------------------------------------------------------------------
 
@@ -200,7 +147,7 @@ def read_probabilities(out_dir: str | os.PathLike):
 def _load_model(cfg: TagConfig, name: str, reporter: Reporter) -> _Model | None:
     """Resolve the tagger (or the stored one for --rethreshold); None for --model none."""
     if cfg.rethreshold:
-        meta, rows = _read_store(cfg.out_dir)
+        meta, rows = read_store(cfg.out_dir)
         if not rows:
             raise UsageError(f"--rethreshold needs {cfg.out_dir / PROBS_FILE} from an earlier run with a model")
         if cfg.model or os.environ.get(taggers.ENV_MODEL):
@@ -218,88 +165,7 @@ def _load_model(cfg: TagConfig, name: str, reporter: Reporter) -> _Model | None:
         return None
     files = taggers.resolve_tagger(name)
     labels = taggers.read_labels(files.labels)
-    return _Model(files, labels, _model_hash(files.model, cfg.out_dir), hash_file(files.labels))
-
-
-def _file_stamp(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def _model_hash(path: Path, out: Path) -> str:
-    """The model file's content hash; taken from OUT/tags.parquet when the file is unchanged since.
-
-    WD14 models are 0.3-1.3 GB: hashing one costs a second or two on every run otherwise.
-    """
-    store = out / PROBS_FILE
-    if store.is_file():
-        import pyarrow.parquet as pq
-
-        try:
-            meta = json.loads((pq.read_schema(store).metadata or {}).get(b"datakit", b"{}"))
-            if meta.get("model_hash") and meta.get("model_stamp") == _file_stamp(path):
-                return meta["model_hash"]
-        except Exception:
-            pass  # unreadable store: hash the file
-    return hash_file(path)
-
-
-def _prepare(task: Task, size: int) -> tuple[np.ndarray | None, list[str], TaskResult | None]:
-    """Decode + preprocess one image in a pool thread: (array, loader notes, None) or a skipped/failed result."""
-    try:
-        arr, notes = taggers.load_for_tagger(task.payload.path, size)
-        return arr, notes, None
-    except ImageError as exc:
-        return None, [], TaskResult(key=task.key, status="skipped", reason=str(exc))
-    except Exception as exc:  # one odd file must not stop the run
-        return None, [], TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}")
-
-
-def infer(
-    tasks: list[Task], session: taggers.TaggerSession, batch_size: int, workers: int
-) -> Iterator[tuple[Task, np.ndarray | None, list[str], TaskResult | None]]:
-    """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs.
-
-    Every batch runs at one shape, `batch_size` (the last one padded by TaggerSession.run), whatever
-    the number of tasks: an image tagged alone gets the same probabilities as in a full batch.
-    """
-    batch_size = max(1, batch_size)
-    session.batch = batch_size
-    lookahead = batch_size * 2 + workers  # enough decoded images to fill the next batch while this one runs
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag")
-    try:
-        queue: list[tuple[Task, Future]] = []
-        it = iter(tasks)
-
-        def refill() -> None:
-            for task in it:
-                queue.append((task, pool.submit(_prepare, task, session.size)))
-                if len(queue) >= lookahead:
-                    break
-
-        refill()
-        # One float32 batch buffer for the run: each uint8 image is converted as it is copied in.
-        buffer = np.empty((batch_size, session.size, session.size, 3), dtype=np.float32)
-        while queue:
-            batch_tasks: list[tuple[Task, list[str]]] = []
-            while queue and len(batch_tasks) < batch_size:
-                task, fut = queue.pop(0)
-                arr, notes, failure = fut.result()
-                refill()
-                if failure is not None:
-                    yield task, None, [], failure
-                    continue
-                buffer[len(batch_tasks)] = arr
-                batch_tasks.append((task, notes))
-            if batch_tasks:
-                n = len(batch_tasks)
-                buffer[n:] = 255.0  # the last batch: white images fill the fixed shape
-                probs = session.run(buffer)[:n]
-                for (task, notes), p in zip(batch_tasks, probs):
-                    yield task, p, notes, None
-    finally:
-        # Interrupted (Ctrl-C) or done: drop the decoding not started yet instead of finishing it.
-        pool.shutdown(wait=True, cancel_futures=True)
+    return _Model(files, labels, stored_model_hash(files.model, cfg.out_dir), hash_file(files.labels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +238,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> TagResult:
 
     # Probabilities already computed by the same model for the same image bytes are reused (also how
     # --rethreshold works); only the rest go through the model.
-    meta, stored = _read_store(cfg.out_dir) if model else ({}, {})
+    meta, stored = read_store(cfg.out_dir) if model else ({}, {})
     same_model = meta.get("model_hash") == (model.model_hash if model else None) and meta.get("preprocess") == taggers.PREPROCESS_ID
     stored = stored if same_model else {}
     probs_of: dict[str, tuple[str, np.ndarray]] = {}
@@ -417,13 +283,13 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> TagResult:
         store_meta = {
             "model": summary.model_name,
             "model_hash": model.model_hash,
-            "model_stamp": _file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
+            "model_stamp": file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
             "labels_hash": model.labels_hash,
             "preprocess": taggers.PREPROCESS_ID,
             "names": model.labels.names,
             "categories": model.labels.categories.tolist(),
         }
-        _write_store(cfg.out_dir, store_meta, keep, {k: run.rows[k].get("file") for k in keep})
+        write_store(cfg.out_dir, store_meta, keep, {k: run.rows[k].get("file") for k in keep})
 
     run.invalidate()  # only now: an error above leaves the previous result intact
     workers = cfg.workers or default_workers()
