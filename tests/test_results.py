@@ -20,6 +20,7 @@ from datakit.stages.backgrounds import BackgroundsConfig, run_backgrounds
 from datakit.stages.composite import CompositeConfig, CompositeResult, run_composite
 from datakit.stages.cutout import CutoutConfig, CutoutResult, Segmenter, run_cutout
 from datakit.stages.emit import EmitConfig, EmitResult, run_emit
+from datakit.stages.review import ReviewConfig, ReviewCounts, ReviewResult, run_review
 from datakit.stages.tag import TagConfig, TagResult, run_tag
 from datakit.tags.rewrite import RewriteConfig, RewriteResult, run_tags_rewrite
 from datakit.tags.rules import Rules
@@ -88,6 +89,15 @@ def test_every_cpu_stage_round_trips(pipeline):
     with_model = CutoutResult.from_json({**cutout.to_json(), "segmenter": {"model": "u2net", "providers": ["CPUExecutionProvider"]}})
     assert with_model.segmenter == Segmenter(model="u2net", providers=["CPUExecutionProvider"])
     assert list(with_model.to_json())[-2:] == ["method", "segmenter"]
+
+
+def test_review_round_trips(pipeline, tmp_path):
+    root, _ = pipeline
+    returned = run_review(ReviewConfig(input_dir=root / "tagged", out_dir=tmp_path / "reviewed", accept_all=True),
+                          Reporter(quiet=True))
+    typed = _round_trips(tmp_path / "reviewed", ReviewResult, returned)
+    assert typed.review == ReviewCounts(kept=3, mode="accept-all", decided_by="accept-all", holes_file=None)
+    assert typed.stages == ["cutout", "composite", "tag", "review"]
 
 
 def test_nothing_to_do_reads_the_previous_result_back(pipeline):
