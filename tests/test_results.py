@@ -130,21 +130,21 @@ def test_folder_backgrounds_round_trip(tmp_path):
 
 
 def test_a_training_run_without_a_result_type_prints_unchanged(tmp_path):
-    """train returns its own dict (the train branch adopts a result type later): read back key for key."""
-    from datakit.train import trainer
+    """train returns its own dict (it has no result type of its own yet): read back key for key."""
+    from datakit.testing import save_tiny_model, write_tiny_dataset
     from datakit.train.config import build_config
-    from datakit.train.testing import save_tiny_model, write_tiny_dataset
+    from datakit.train.loop import run_train
 
     model = save_tiny_model(tmp_path / "model", "sd1")
     dataset = write_tiny_dataset(tmp_path / "ds", images=2)
     values = {"dataset": dataset, "base_model": str(model), "output": tmp_path / "out", "device": "cpu", "max_steps": 1,
               "save_precision": "fp32"}
-    info = trainer.run_train(build_config(values), Reporter(quiet=True))
+    info = run_train(build_config(values), Reporter(quiet=True))
     assert StageResult.from_json(info).to_json() == info  # what --json prints
     written = read_stage_info(tmp_path / "out")
     assert StageResult.from_json(written).to_json() == written and list(StageResult.from_json(written).to_json()) == list(written)
     assert StageResult.from_json(info).timings.other == {"train_s": info["timings"]["train_s"]}
-    dry = trainer.run_train(build_config(dict(values, dry_run=True)), Reporter(quiet=True))
+    dry = run_train(build_config(dict(values, dry_run=True)), Reporter(quiet=True))
     typed = StageResult.from_json(dry)
     assert typed.to_json() == dry and "failed" not in typed.counts.to_json() and "timings" not in typed.to_json()
     assert exit_code_for(typed) == 0
