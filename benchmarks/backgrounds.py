@@ -49,7 +49,7 @@ def procedural(size: int, count: int) -> list[Row]:
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         finally:
             shutil.rmtree(out, ignore_errors=True)
-        assert info["counts"]["out"] == count
+        assert info.counts.out == count
         rate[workers] = count / dt
         if workers == 1:
             # With one worker everything runs in this process, so its CPU time is the cost of an image
@@ -121,7 +121,7 @@ def diffusion(gpu: bool, quick: bool) -> tuple[list[Row], dict]:
                                                      force=True), Reporter(quiet=True))
             if gpu:
                 torch.cuda.synchronize()
-            assert info["counts"]["out"] == n, info["counts"]
+            assert info.counts.out == n, info.counts
             return time.perf_counter() - t0
 
         plain(dtypes[-1][1], 1, root / "warm")  # CUDA context, kernels, file cache: outside the timings

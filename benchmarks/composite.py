@@ -129,9 +129,9 @@ def ours(cut: Path, bgs: Path, out: Path, count: int, workers: int, fmt: str) ->
     # What the machine did besides us: all busy CPU time minus ours (this process and its pool).
     ours = cpu + _children_cpu_seconds() - kids0
     OTHERS[workers] = max(0.0, _busy_cpu_seconds() - busy0 - ours)
-    if info["counts"]["out"] != count:
-        raise SystemExit(f"expected {count} composites, got {info['counts']}")
-    PER_ITEM[workers] = info["timings"]["per_item_s"]
+    if info.counts.out != count:
+        raise SystemExit(f"expected {count} composites, got {info.counts}")
+    PER_ITEM[workers] = info.timings.per_item_s
     return seconds, cpu, [r for r in read_manifest(out) if r["status"] == "ok"]
 
 

@@ -102,7 +102,7 @@ def cutout(inp: Path, out: Path, workers: int) -> float:
     cfg = CutoutConfig(input_dir=inp, out_dir=out, method="flat", workers=workers, force=True)
     t0 = time.perf_counter()
     info = run_cutout(cfg, Reporter(json_mode=True))  # json mode: no progress bar, no messages
-    assert info["counts"]["failed"] == 0 and info["counts"]["skipped"] == 0, info
+    assert info.counts.failed == 0 and info.counts.skipped == 0, info.counts
     return time.perf_counter() - t0
 
 

@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from datakit.paths import printable
+from datakit.results import StageResult
 
 
 class _NullTask:
@@ -79,30 +80,28 @@ class Reporter:
             handle = _RateTask(progress, task_id)
             yield handle
 
-    def summary(self, info: dict) -> None:
+    def summary(self, result: StageResult) -> None:
         """Print the stage summary: a table for people, one JSON object with --json."""
         if self.json_mode:
-            sys.stdout.write(json.dumps(info, ensure_ascii=False, default=str) + "\n")
+            sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False, default=str) + "\n")
             sys.stdout.flush()
             return
         if not self.quiet:
-            self._summary_table(info)
+            self._summary_table(result)
         # Skipped and failed inputs are printed even with --quiet: bad input never vanishes silently.
-        for entry in info.get("skipped", []):
-            self.err.print(f"[yellow]skipped[/yellow] {_shown(entry['source'])}: {_shown(entry['reason'])}", soft_wrap=True)
-        for entry in info.get("failed", []):
-            self.err.print(f"[red]failed[/red] {_shown(entry['source'])}: {_shown(entry['reason'])}", soft_wrap=True)
+        for entry in result.skipped:
+            self.err.print(f"[yellow]skipped[/yellow] {_shown(entry.source)}: {_shown(entry.reason)}", soft_wrap=True)
+        for entry in result.failed:
+            self.err.print(f"[red]failed[/red] {_shown(entry.source)}: {_shown(entry.reason)}", soft_wrap=True)
 
-    def _summary_table(self, info: dict) -> None:
-        counts = info.get("counts", {})
-        table = Table(title=f"datakit {escape(str(info.get('stage', '')))}", show_header=False, box=None)
-        for k in ("in", "out", "reused", "processed", "skipped", "failed"):
-            if k in counts:
-                table.add_row(k, str(counts[k]))
-        if "timings" in info and "total_s" in info["timings"]:
-            table.add_row("time", f"{info['timings']['total_s']:.1f} s")
-        if info.get("output"):
-            table.add_row("output", _shown(info["output"]))
+    def _summary_table(self, result: StageResult) -> None:
+        table = Table(title=f"datakit {escape(result.stage)}", show_header=False, box=None)
+        for k, v in result.counts.to_json().items():  # a count the stage does not keep is not shown
+            table.add_row(k, str(v))
+        if not result.keys or "timings" in result.keys:  # a result read from JSON without timings has none
+            table.add_row("time", f"{result.timings.total_s:.1f} s")
+        if result.output:
+            table.add_row("output", _shown(result.output))
         self.err.print(table)
 
 

@@ -46,6 +46,9 @@ class TaskResult:
     warnings: list[str] = field(default_factory=list)
     reason: str | None = None
     seconds: float = 0.0
+    # A small JPEG of the item for a contact sheet or report, kept in memory only: never written to
+    # the manifest or to OUT (a folder of thumbnails there would be read as data by other tools).
+    preview: bytes | None = None
 
 
 def _run_one(fn: Callable[[Task, Any], TaskResult], task: Task, shared: Any) -> TaskResult:

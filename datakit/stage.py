@@ -34,6 +34,7 @@ from datakit.manifest import (
     write_stage_info,
 )
 from datakit.paths import check_apart, is_inside
+from datakit.results import R, Carry, Counts, ItemProblem, StageResult, Timings
 # The pool side lives in datakit.pool; stages import these names from here, as they always did.
 from datakit.pool import (  # noqa: F401
     Task,
@@ -300,8 +301,12 @@ class StageRun:
                         removed.append(f)
         return removed
 
-    def finish(self, *, extra: dict | None = None, carry: dict | None = None, counts_in: int | None = None) -> dict:
-        """Write manifest.jsonl, remove stale outputs, then datakit.json; return the summary."""
+    def finish(self, result: R | None = None, *, carry: Carry | None = None, counts_in: int | None = None) -> R:
+        """Write manifest.jsonl, remove stale outputs, then datakit.json; return the result.
+
+        `result` is the stage's own result (its subclass of StageResult, with its own fields set);
+        this fills in what every stage records. Without one: a plain StageResult.
+        """
         ordered = [self.rows[t.key] for t in self.tasks if t.key in self.rows]
         for entry in self.pre_skipped:
             ordered.append(
@@ -310,56 +315,42 @@ class StageRun:
             )
         write_manifest(self.out, ordered)
         removed = self._remove_stale_outputs()
-        skipped = [{"source": r["source"], "reason": r.get("reason", "")} for r in ordered if r["status"] == "skipped"]
-        failed = [{"source": r["source"], "reason": r.get("reason", "")} for r in ordered if r["status"] == "failed"]
-        out_count = sum(1 for r in ordered if r["status"] == "ok")
-        total = time.perf_counter() - self.started
+        skipped = [ItemProblem(r["source"], r.get("reason", "")) for r in ordered if r["status"] == "skipped"]
+        failed = [ItemProblem(r["source"], r.get("reason", "")) for r in ordered if r["status"] == "failed"]
         carried = carried_from(self.upstream)
-        carried.update({k: v for k, v in (carry or {}).items() if v is not None})
-        info = {
-            "stage": self.stage,
-            # Lineage: a later stage can tell composites from originals even with tag/tags in between.
-            "stages": stage_lineage(self.upstream) + [self.stage],
-            "datakit_version": __version__,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "input": str(self.inputs_dir) if self.inputs_dir else None,
-            "output": str(self.out),
-            "config": self.config,
-            "config_hash": self.config_hash,
-            "counts": {
-                "in": counts_in if counts_in is not None else len(self.tasks) + len(self.pre_skipped),
-                "out": out_count,
-                "reused": self.reused,
-                "processed": self.processed,
-                "skipped": len(skipped),
-                "failed": len(failed),
-            },
-            "timings": {
-                "total_s": round(total, 3),
-                "per_item_s": round(sum(r.seconds for r in self.results.values()) / max(1, len(self.results)), 4),
-            },
-            "skipped": skipped,
-            "failed": failed,
-            "removed_stale": removed,
-            "warnings": list(self.reporter.warnings),
-            "carry": carried,
-        }
-        if extra:
-            info.update(extra)
-        write_stage_info(self.out, info)
-        return info
+        carried.update({k: v for k, v in (carry.to_json() if carry else {}).items() if v is not None})
+        done = result if result is not None else StageResult()
+        # Lineage: a later stage can tell composites from originals even with tag/tags in between.
+        done.stage, done.stages = self.stage, stage_lineage(self.upstream) + [self.stage]
+        done.datakit_version = __version__
+        done.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        done.input = str(self.inputs_dir) if self.inputs_dir else None
+        done.output = str(self.out)
+        done.config, done.config_hash = self.config, self.config_hash
+        done.counts = Counts(
+            in_=counts_in if counts_in is not None else len(self.tasks) + len(self.pre_skipped),
+            out=sum(1 for r in ordered if r["status"] == "ok"),
+            reused=self.reused, processed=self.processed, skipped=len(skipped), failed=len(failed),
+        )
+        done.timings = Timings(
+            total_s=round(time.perf_counter() - self.started, 3),
+            per_item_s=round(sum(r.seconds for r in self.results.values()) / max(1, len(self.results)), 4),
+        )
+        done.skipped, done.failed, done.removed_stale = skipped, failed, removed
+        done.warnings = list(self.reporter.warnings)
+        done.carry = Carry.from_json(carried)
+        write_stage_info(self.out, done.to_json())
+        return done  # type: ignore[return-value]
 
-    def summary_from_previous(self) -> dict:
-        """Summary for a run that found nothing to do (datakit.json left untouched)."""
-        info = dict(self.old_info or {})
-        info["nothing_to_do"] = True
-        counts = dict(info.get("counts", {}))
-        counts["reused"] = self.reused
-        counts["processed"] = 0
-        info["counts"] = counts
-        info.setdefault("timings", {})
-        info["timings"] = dict(info["timings"], total_s=round(time.perf_counter() - self.started, 3))
-        return info
+    def summary_from_previous(self, result_type: type[R] = StageResult) -> R:  # type: ignore[assignment]
+        """The result of a run that found nothing to do (datakit.json left untouched): the last run's,
+        read as `result_type`, with this run's reuse count and time."""
+        previous = result_type.from_json(dict(self.old_info or {}))
+        previous.nothing_to_do = True
+        previous.counts.reused, previous.counts.processed = self.reused, 0
+        previous.timings.total_s = round(time.perf_counter() - self.started, 3)
+        previous.keys += tuple(k for k in ("counts", "timings") if k not in previous.keys)
+        return previous
 
 
 def _names_inside(out: Path, name) -> bool:
@@ -369,12 +360,11 @@ def _names_inside(out: Path, name) -> bool:
     return is_inside(out / name, out)
 
 
-def exit_code_for(info: dict) -> int:
+def exit_code_for(result: StageResult) -> int:
     """0 when every input became an output, 3 when some were skipped or failed, 5 when all failed (documented)."""
-    counts = info.get("counts", {})
-    if counts.get("failed") and not counts.get("out") and not counts.get("skipped"):
+    if result.all_failed:
         return EXIT_RUNTIME  # nothing worked, and not because of bad inputs: the work itself failed
-    if counts.get("skipped") or counts.get("failed"):
+    if result.counts.skipped or result.counts.failed:
         return EXIT_PARTIAL
     return EXIT_OK
 
@@ -386,14 +376,17 @@ def run_simple_stage(
     *,
     workers: int,
     shared: Any = None,
-    extra: dict | None = None,
-    carry: dict | None = None,
+    result: R | None = None,
+    carry: Carry | None = None,
     description: str | None = None,
-) -> dict:
-    """Plan, skip when nothing changed, run the pool, finish: the whole contract for CPU stages."""
+) -> R:
+    """Plan, skip when nothing changed, run the pool, finish: the whole contract for CPU stages.
+
+    `result`: the stage's own result fields (its StageResult subclass); its type is also how the
+    previous run's result is read when nothing changed."""
     todo = run.begin(tasks)
     if todo is None:
-        return run.summary_from_previous()
+        return run.summary_from_previous(type(result) if result is not None else StageResult)
     run.invalidate()
     run.map(fn, todo, workers=workers, shared=shared, description=description)
-    return run.finish(extra=extra, carry=carry)
+    return run.finish(result, carry=carry)

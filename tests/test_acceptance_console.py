@@ -14,6 +14,7 @@ import sys
 from rich.console import Console
 
 from datakit.console import Reporter
+from datakit.results import StageResult
 
 INFO = {
     "stage": "demo",
@@ -31,14 +32,14 @@ def _reporter(**kw) -> tuple[Reporter, io.StringIO]:
 
 def test_quiet_summary_still_names_skipped_and_failed_inputs():
     rep, buf = _reporter(quiet=True)
-    rep.summary(INFO)
+    rep.summary(StageResult.from_json(INFO))
     lines = buf.getvalue().splitlines()
     assert lines == ["skipped char [v2].png: zero-byte file", "failed weird [/x].png: ValueError: [red] oops"]
 
 
 def test_brackets_in_names_are_printed_literally():
     rep, buf = _reporter()
-    rep.summary(INFO)
+    rep.summary(StageResult.from_json(INFO))
     rep.warn("could not read [v2]/a.png")
     rep.info("wrote [/bold] here")
     text = buf.getvalue()

@@ -42,7 +42,7 @@ def test_interrupted_run_saves_progress_and_rerun_reuses_it(tmp_path):
     done = {r["key"] for r in read_manifest(out)}
     assert done == {"item0", "item1", "item2"}
     info = _run(out, interrupt_at=None)
-    assert info["counts"]["reused"] == 3 and info["counts"]["processed"] == 3
+    assert info.counts.reused == 3 and info.counts.processed == 3
     assert (out / "datakit.json").is_file()
 
 
@@ -109,9 +109,9 @@ def test_interrupted_tagging_keeps_captions_and_probabilities(tmp_path, monkeypa
     assert len(read_manifest(out)) == 3
     monkeypatch.setattr(tag_stage, "_safe", real_safe)
     info = run_tag(TagConfig(**cfg), Reporter(quiet=True))
-    assert info["counts"]["reused"] == 3 and info["counts"]["processed"] == 3
+    assert info.counts.reused == 3 and info.counts.processed == 3
     again = run_tag(TagConfig(**cfg, general_threshold=0.2, rethreshold=True), Reporter(quiet=True))
-    assert again["counts"]["out"] == 6  # every item's probabilities were stored, the interrupted ones too
+    assert again.counts.out == 6  # every item's probabilities were stored, the interrupted ones too
 
 
 def test_interrupted_diffusion_backgrounds_keep_the_images_made(tmp_path, monkeypatch):
@@ -149,7 +149,7 @@ def test_interrupted_diffusion_backgrounds_keep_the_images_made(tmp_path, monkey
     assert len(read_manifest(out)) == 2 and not (out / "datakit.json").exists()
     calls.update(n=0, interrupt_at=None)
     info = run_backgrounds(BackgroundsConfig(**cfg), Reporter(quiet=True))
-    assert info["counts"]["reused"] == 2 and calls["n"] == 3
+    assert info.counts.reused == 2 and calls["n"] == 3
 
     def missing(cfg, device, reporter):
         raise ModelNotFoundError("model not found: typo")

@@ -24,7 +24,7 @@ def test_relative_symlinked_input_becomes_a_real_file(tmp_path):
     os.symlink(os.path.join("..", "pool", "pic.png"), work / "pic.png")
     out = tmp_path / "deeper" / "tagged"
     info = run_tag(TagConfig(input_dir=work, out_dir=out, model="none"), Reporter(quiet=True))
-    assert info["counts"]["out"] == 1
+    assert info.counts.out == 1
     assert not (out / "pic.png").is_symlink()
     assert open_image(out / "pic.png").image.size == (48, 48)
 

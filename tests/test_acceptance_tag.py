@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from datakit.console import Reporter
-from datakit.stages import tag as tag_stage
+from datakit.tagging import batches
 from datakit.stages.tag import TagConfig, run_tag
 from test_wd14 import build_tagger
 
@@ -32,11 +32,11 @@ def test_batch_buffer_is_no_bigger_than_the_work(tmp_path, monkeypatch):
             shapes.append(tuple(shape))
             return real_empty(shape, *args, **kwargs)
 
-    monkeypatch.setattr(tag_stage, "np", _NumpyProxy())
+    monkeypatch.setattr(batches, "np", _NumpyProxy())  # where the batch buffer is allocated
     reporter = Reporter(quiet=True)
     info = run_tag(TagConfig(input_dir=src, out_dir=tmp_path / "out", model=str(model), batch_size=4096, workers=1),
                    reporter)
-    assert info["counts"]["out"] == 3
+    assert info.counts.out == 3
     batch_buffers = [s for s in shapes if len(s) == 4]
     assert batch_buffers and all(s[0] <= 256 for s in batch_buffers)
     assert any("--batch-size 4096" in w for w in reporter.warnings)

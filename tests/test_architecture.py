@@ -29,9 +29,9 @@ PACKAGE = ROOT / "datakit"
 CLI, STAGES, DOMAIN, CORE = 3, 2, 1, 0
 LAYER_NAMES = {CLI: "cli", STAGES: "stages", DOMAIN: "domain", CORE: "core"}
 TOP_LAYER = {"cli": CLI, "__main__": CLI, "stages": STAGES}
-DOMAIN_PACKAGES = {"backgrounds", "compositing", "cutout", "doctor", "emit", "models", "review", "tags", "train",
+DOMAIN_PACKAGES = {"backgrounds", "compositing", "cutout", "doctor", "emit", "models", "review", "tagging", "tags", "train",
                    "evaluate", "testing"}  # these two arrive with the eval and train branches
-CORE_MODULES = {"__init__", "captions", "console", "errors", "imageio", "inputs", "manifest", "paths", "pool", "seeding", "stage",
+CORE_MODULES = {"__init__", "captions", "console", "errors", "imageio", "inputs", "manifest", "paths", "pool", "results", "seeding", "stage",
                 "kohya_schema", "lock", "torchfile"}  # kohya_schema arrives with the train branch
 UI_LIBRARIES = {"typer", "click"}
 

@@ -33,7 +33,7 @@ def hundred(tmp_path_factory):
 
 def test_hundred_backgrounds_are_varied_and_not_white(hundred):
     out, info = hundred
-    assert info["counts"]["out"] == 100 and info["counts"]["failed"] == 0
+    assert info.counts.out == 100 and info.counts.failed == 0
     rows = read_manifest(out)
     assert [r["file"] for r in rows] == [f"bg{i:03d}.png" for i in range(100)]
     imgs = np.stack([_load(out / r["file"]) for r in rows]).astype(np.float32)
@@ -98,7 +98,7 @@ def test_render_is_deterministic_per_seed():
 def test_outputs_identical_whatever_the_worker_count(tmp_path):
     one = run_backgrounds(BackgroundsConfig(out_dir=tmp_path / "a", count=5, width=64, height=48, seed=3, workers=1))
     two = run_backgrounds(BackgroundsConfig(out_dir=tmp_path / "b", count=5, width=64, height=48, seed=3, workers=2))
-    assert one["counts"]["out"] == two["counts"]["out"] == 5
+    assert one.counts.out == two.counts.out == 5
     for i in range(5):
         name = f"bg{i:03d}.png"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -111,14 +111,14 @@ def test_rerun_reuses_and_more_images_keep_the_first(tmp_path):
     before = (tmp_path / "bg002.png").read_bytes()
     mtime = (tmp_path / "datakit.json").stat().st_mtime_ns
     again = run_backgrounds(cfg)
-    assert again.get("nothing_to_do") and (tmp_path / "datakit.json").stat().st_mtime_ns == mtime
+    assert again.nothing_to_do and (tmp_path / "datakit.json").stat().st_mtime_ns == mtime
     more = run_backgrounds(BackgroundsConfig(out_dir=tmp_path, count=6, width=48, height=48, workers=1))
-    assert more["counts"]["reused"] == 4 and more["counts"]["processed"] == 2
+    assert more.counts.reused == 4 and more.counts.processed == 2
     assert (tmp_path / "bg002.png").read_bytes() == before
     forced = run_backgrounds(BackgroundsConfig(out_dir=tmp_path, count=6, width=48, height=48, workers=1, force=True))
-    assert forced["counts"]["processed"] == 6
+    assert forced.counts.processed == 6
     fewer = run_backgrounds(BackgroundsConfig(out_dir=tmp_path, count=3, width=48, height=48, workers=1))
-    assert fewer["counts"]["out"] == 3 and not (tmp_path / "bg004.png").exists()
+    assert fewer.counts.out == 3 and not (tmp_path / "bg004.png").exists()
     info = read_stage_info(tmp_path)
     assert info["stage"] == "backgrounds" and info["engine"] == "procedural"
 

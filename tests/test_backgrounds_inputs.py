@@ -68,7 +68,7 @@ def test_procedural_draws_known_lines_and_names_the_others(tmp_path):
     reporter = Reporter(quiet=True)
     info = run_backgrounds(BackgroundsConfig(out_dir=tmp_path / "o", count=4, width=48, height=48, prompts_file=f, workers=1),
                            reporter)
-    assert info["counts"]["out"] == 4
+    assert info.counts.out == 4
     rows = read_manifest(tmp_path / "o")
     assert {r["prompt"] for r in rows} == {"a sunny beach with waves", "a starry sky over hills"}
     for r in rows:
@@ -104,8 +104,8 @@ def test_folder_engine_crops_and_tags(photos, tmp_path):
     out = tmp_path / "o"
     info = run_backgrounds(BackgroundsConfig(out_dir=out, count=None, engine="folder", from_dir=photos, width=64, height=64,
                                              tags=["outdoors", "scenery"], workers=1))
-    assert info["counts"]["out"] == 2 and info["counts"]["skipped"] == 1
-    assert info["skipped"][0]["source"] == "broken.png"
+    assert info.counts.out == 2 and info.counts.skipped == 1
+    assert info.skipped[0].source == "broken.png"
     rows = {r["photo"]: r for r in read_manifest(out) if r["status"] == "ok"}
     assert rows["tall.png"]["tags"] == ["outdoors", "street lamp", "night"]
     assert rows["wide.jpg"]["tags"] == ["outdoors", "scenery"]

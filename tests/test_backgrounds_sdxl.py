@@ -38,7 +38,7 @@ def _pixels(folder, name):
 
 def test_sdxl_engine_writes_images_captions_and_manifest(tmp_path, tiny_sdxl):
     info = run_backgrounds(_cfg(tmp_path / "a", tiny_sdxl))
-    assert info["counts"]["out"] == 3 and info["family"] == "sdxl" and info["steps"] == 2
+    assert info.counts.out == 3 and info.family == "sdxl" and info.steps == 2
     rows = read_manifest(tmp_path / "a")
     for r in rows:
         assert r["engine"] == "sdxl" and r["model"] == str(tiny_sdxl)
@@ -55,7 +55,7 @@ def test_sdxl_engine_writes_images_captions_and_manifest(tmp_path, tiny_sdxl):
     # A different seed gives different images; a rerun does nothing.
     run_backgrounds(_cfg(tmp_path / "c", tiny_sdxl, seed=5))
     assert not np.array_equal(_pixels(tmp_path / "a", "bg000.png"), _pixels(tmp_path / "c", "bg000.png"))
-    assert run_backgrounds(_cfg(tmp_path / "a", tiny_sdxl)).get("nothing_to_do")
+    assert run_backgrounds(_cfg(tmp_path / "a", tiny_sdxl)).nothing_to_do
 
 
 def test_negative_prompt_reaches_the_model(tmp_path, tiny_sdxl):
@@ -71,7 +71,7 @@ def test_prompt_file_turbo_scheduler_and_env_model(tmp_path, tiny_sdxl, monkeypa
     monkeypatch.setenv("DATAKIT_BG_MODEL", str(tiny_sdxl))
     info = run_backgrounds(_cfg(tmp_path / "o", None, prompts_file=prompts, turbo=True, steps=None,
                                 scheduler="euler_a", format="jpg"))
-    assert info["steps"] == 4 and info["guidance"] == 0.0 and info["model"] == str(tiny_sdxl)
+    assert info.steps == 4 and info.guidance == 0.0 and info.model == str(tiny_sdxl)
     rows = read_manifest(tmp_path / "o")
     assert {r["prompt"] for r in rows} == {"a quiet beach", "space"}
     space = next(r for r in rows if r["prompt"] == "space")
@@ -83,7 +83,7 @@ def test_sd15_class_model_through_the_same_engine(tmp_path):
     model = tmp_path / "tiny-sd1"
     build_tiny_pipeline("sd1").save_pretrained(str(model))
     info = run_backgrounds(_cfg(tmp_path / "o", model, count=2, width=40, height=24))
-    assert info["family"] == "sd1" and info["counts"]["out"] == 2
+    assert info.family == "sd1" and info.counts.out == 2
     assert _pixels(tmp_path / "o", "bg001.png").shape == (24, 40, 3)
 
 
@@ -135,4 +135,4 @@ def test_cli_exit_codes(tmp_path, tiny_sdxl, capsys, monkeypatch):
 @pytest.mark.gpu
 def test_gpu_fp16_generation(tmp_path, tiny_sdxl):
     info = run_backgrounds(_cfg(tmp_path / "o", tiny_sdxl, device="cuda", dtype="fp16"))
-    assert info["device"] == "cuda" and info["counts"]["out"] == 3
+    assert info.device == "cuda" and info.counts.out == 3

@@ -13,7 +13,7 @@ from PIL import Image
 from datakit.compositing.placement import CROP_FILL
 from datakit.errors import UsageError
 from datakit.manifest import read_manifest
-from datakit.stages.composite import CompositeConfig, run_composite
+from datakit.stages.composite import CompositeConfig, CompositeResult, run_composite
 
 RED = (230, 20, 20)
 
@@ -69,7 +69,7 @@ def data(tmp_path):
     return _write_cutouts(tmp_path / "cut"), _write_backgrounds(tmp_path / "bgs")
 
 
-def _run(cut, bgs, out, **kw) -> dict:
+def _run(cut, bgs, out, **kw) -> CompositeResult:
     kw.setdefault("workers", 1)
     return run_composite(CompositeConfig(input_dir=cut, out_dir=out, backgrounds=bgs, **kw))
 
@@ -191,7 +191,7 @@ def test_counts_and_names_with_k_and_side_files_are_not_items(tmp_path, data):
     out = tmp_path / "out"
     info = _run(cut, bgs, out, bg_count=3, per_background=2)
     rows = _rows(out)
-    assert info["counts"]["out"] == 6 and len(rows) == 6
+    assert info.counts.out == 6 and len(rows) == 6
     names = sorted(r["file"] for r in rows)
     assert all(n.endswith((f"_k0.png", f"_k1.png")) and "__bg00" in n for n in names)
     assert {r["background"] for r in rows} == {"bg000.png", "bg001.png", "bg002.png"}
@@ -202,10 +202,10 @@ def test_counts_and_names_with_k_and_side_files_are_not_items(tmp_path, data):
         assert len({r["subject"] for r in rows if r["background"] == bg}) == 2
     assert (out / "contact_sheet.png").is_file()
     assert "contact_sheet.png" not in names
-    # The sheet is drawn from the workers' thumbnails; a smaller run removes the ones it no longer shows.
-    assert sorted(p.stem for p in (out / ".thumbs").iterdir()) == sorted(n[:-4] for n in names)
+    # The sheet is drawn from cells the workers hand back in memory: nothing else is left in OUT.
+    assert not (out / ".thumbs").exists()
     _run(cut, bgs, out, bg_count=2, per_background=2)
-    assert len(list((out / ".thumbs").iterdir())) == 4 == len(_rows(out))
+    assert len(_rows(out)) == 4 and not (out / ".thumbs").exists()
     # K = 1: plain names, one composite per background.
     out1 = tmp_path / "out1"
     _run(cut, bgs, out1)
@@ -220,12 +220,12 @@ def test_rerun_does_nothing_and_an_edited_cutout_redoes_only_its_composites(tmp_
     out = tmp_path / "out"
     _run(cut, bgs, out, per_background=2)
     again = _run(cut, bgs, out, per_background=2)
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     Image.fromarray(_figure(200, 90, colour=(220, 30, 30))).save(cut / "pose0.png")
     info = _run(cut, bgs, out, per_background=2)
-    redone = info["counts"]["processed"]
+    redone = info.counts.processed
     assert redone == sum(1 for r in _rows(out) if r["subject"] == "pose0.png") == 4
-    assert info["counts"]["reused"] == 4
+    assert info.counts.reused == 4
 
 
 def test_jpg_and_webp_outputs(tmp_path, data):
@@ -251,12 +251,12 @@ def test_bad_cutouts_and_backgrounds_are_skipped_and_named(tmp_path, data):
     Image.fromarray(np.full((128, 160), 120, np.uint8), mode="L").save(bgs / "grey.png")
     out = tmp_path / "out"
     info = _run(cut, bgs, out)
-    reasons = {s["source"]: s["reason"] for s in info["skipped"]}
+    reasons = {s.source: s.reason for s in info.skipped}
     assert "alpha" in reasons["noalpha.png"] and "cutout" in reasons["noalpha.png"]
     assert "empty" in reasons["empty.png"]
     assert "8x8" in reasons["bgs/zz_tiny.png"]
     assert "bgs/zz_broken.png" in reasons
-    assert info["counts"]["out"] == 5  # bg000-bg003 + grey
+    assert info.counts.out == 5  # bg000-bg003 + grey
     assert any(r["background"] == "grey.png" for r in _rows(out))
     skipped_rows = [r for r in read_manifest(out) if r["status"] == "skipped"]
     assert len(skipped_rows) == 4
@@ -267,7 +267,7 @@ def test_too_few_backgrounds_and_no_usable_cutouts_are_usage_errors(tmp_path, da
     with pytest.raises(UsageError, match="--reuse-backgrounds"):
         _run(cut, bgs, tmp_path / "out", bg_count=10)
     info = _run(cut, bgs, tmp_path / "out", bg_count=6, reuse_backgrounds=True)
-    assert info["counts"]["out"] == 6
+    assert info.counts.out == 6
     names = [r["file"] for r in _rows(tmp_path / "out")]
     assert len(set(names)) == 6 and any("_k1" in n for n in names)
     bad = tmp_path / "bad"
@@ -313,7 +313,7 @@ def test_generated_backgrounds_are_a_side_folder_and_feed_the_captions(tmp_path)
     cut = _write_cutouts(tmp_path / "cut")
     out = tmp_path / "out"
     info = run_composite(CompositeConfig(input_dir=cut, out_dir=out, bg_count=3, width=128, height=128, workers=1))
-    assert info["counts"]["out"] == 3 and info["backgrounds"]["generated"]
+    assert info.counts.out == 3 and info.backgrounds.generated
     bg_rows = read_manifest(out / "backgrounds")
     assert len([r for r in bg_rows if r["status"] == "ok"]) == 3
     rows = _rows(out)
@@ -323,6 +323,56 @@ def test_generated_backgrounds_are_a_side_folder_and_feed_the_captions(tmp_path)
         scene_tags = [t for t in by_bg[row["background"]]["tags"] if t not in ("no humans",)]
         assert set(scene_tags) <= set(row["tags"])
     again = run_composite(CompositeConfig(input_dir=cut, out_dir=out, bg_count=3, width=128, height=128, workers=1))
-    assert again.get("nothing_to_do")
+    assert again.nothing_to_do
     with pytest.raises(UsageError, match="no option 'bogus'"):
         run_composite(CompositeConfig(input_dir=cut, out_dir=out, bg_count=3, width=128, height=128, bg_options={"bogus": 1}))
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_out_holds_only_items_captions_and_documented_side_files(tmp_path):
+    """No thumbnails folder or other leftovers: tools that read OUT recursively see only data."""
+    cut = _write_cutouts(tmp_path / "cut")
+    out = tmp_path / "out"
+    run_composite(CompositeConfig(input_dir=cut, out_dir=out, bg_count=3, width=128, height=128, workers=2))
+    items = {r["file"] for r in _rows(out)}
+    captions = {f[:-4] + ".txt" for f in items}
+    top = {p.name for p in out.iterdir()}
+    assert len(items) == 3
+    assert top == items | captions | {"manifest.jsonl", "datakit.json", "contact_sheet.png", "backgrounds"}
+    assert not any(p.name.startswith(".") for p in out.rglob("*")), _tree(out)
+    assert all("preview" not in r for r in read_manifest(out))  # the cells travel in memory only
+
+
+def test_thumbnails_left_by_older_runs_are_removed_and_nothing_else(tmp_path, data):
+    cut, bgs = data
+    out = tmp_path / "out"
+    _run(cut, bgs, out)
+    stems = [Path(r["file"]).stem for r in _rows(out)]
+    old = out / ".thumbs"
+    old.mkdir()
+    for stem in stems:
+        (old / f"{stem}.jpg").write_bytes(b"jpeg")
+    assert _run(cut, bgs, out).nothing_to_do  # removed even when every composite is reused
+    assert not old.exists()
+    old.mkdir()
+    (old / f"{stems[0]}.jpg").write_bytes(b"jpeg")
+    (old / "mine.jpg").write_bytes(b"a file of the user's")
+    _run(cut, bgs, out, force=True)
+    assert sorted(p.name for p in old.iterdir()) == ["mine.jpg"]
+
+
+def test_contact_sheet_after_a_partial_rerun_equals_a_fresh_one(tmp_path, data):
+    """Reused composites are decoded for the sheet exactly as the workers draw fresh ones."""
+    cut, bgs = data
+    a, b = tmp_path / "a", tmp_path / "b"
+    _run(cut, bgs, a, per_background=2)
+    Image.fromarray(_figure(200, 90, colour=(220, 30, 30))).save(cut / "pose0.png")
+    assert _run(cut, bgs, a, per_background=2).counts.reused == 4
+    _run(cut, bgs, b, per_background=2)
+    assert (a / "contact_sheet.png").read_bytes() == (b / "contact_sheet.png").read_bytes()
+    (a / "contact_sheet.png").unlink()  # nothing to do, but the sheet is missing: drawn from the files alone
+    assert _run(cut, bgs, a, per_background=2).nothing_to_do
+    assert (a / "contact_sheet.png").read_bytes() == (b / "contact_sheet.png").read_bytes()

@@ -229,5 +229,5 @@ def test_stage_restores_opencv_threads(tmp_path):
     Image.fromarray(_image("white", 96)).save(inp / "a.png")
     before = cv2.getNumThreads()
     info = run_cutout(CutoutConfig(input_dir=inp, out_dir=tmp_path / "out", workers=1), Reporter(quiet=True))
-    assert info["counts"]["failed"] == 0
+    assert info.counts.failed == 0
     assert cv2.getNumThreads() == before

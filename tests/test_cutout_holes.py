@@ -96,8 +96,8 @@ def test_stage_holes_file_cuts_listed_regions_and_reruns_only_what_changed(tmp_p
     write_holes(holes, {"pose a": HoleChoice(cut=tuple(gaps["pose a"]))})
     info = run_cutout(CutoutConfig(inp, out, workers=1, holes_file=holes), Reporter(quiet=True))
     # Only the image whose entry appeared is redone; the other is reused.
-    assert info["counts"]["processed"] == 1 and info["counts"]["reused"] == 1
-    assert info["holes_file"] == str(holes)
+    assert info.counts.processed == 1 and info.counts.reused == 1
+    assert info.holes_file == str(holes)
     row = _rows(out)["pose a.png"]
     assert row["params"]["holes"] == {"cut": gaps["pose a"], "keep": []}
     assert {r["number"] for r in row["holes"] if r["action"] == "cut"} == set(gaps["pose a"])

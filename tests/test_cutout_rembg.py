@@ -85,9 +85,9 @@ def test_stage_with_custom_onnx(tmp_path: Path, tiny_model: Path):
     Image.fromarray(img).save(inp / "disc.png")
     out = tmp_path / "out"
     info = run_cutout(CutoutConfig(inp, out, method="rembg", model=str(tiny_model), device="cpu"), Reporter(quiet=True))
-    assert info["counts"]["out"] == 1
-    assert info["segmenter"]["model"] == str(tiny_model.resolve())
-    assert info["segmenter"]["providers"][0] == "CPUExecutionProvider"
+    assert info.counts.out == 1
+    assert info.segmenter.model == str(tiny_model.resolve())
+    assert info.segmenter.providers[0] == "CPUExecutionProvider"
     row = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
     assert row["method"] == "rembg:u2net_custom"
     assert row["background"]["colour"] == [250, 250, 250]
@@ -102,7 +102,7 @@ def test_stage_with_custom_onnx(tmp_path: Path, tiny_model: Path):
     assert edge.any() and rgba[:, :, :3].reshape(-1, 3).mean() < 160
     # The model file is part of the fingerprint: the same run again does nothing.
     again = run_cutout(CutoutConfig(inp, out, method="rembg", model=str(tiny_model), device="cpu"), Reporter(quiet=True))
-    assert again.get("nothing_to_do")
+    assert again.nothing_to_do
 
 
 def test_auto_uses_flat_or_the_model(tmp_path: Path, tiny_model: Path, monkeypatch):
@@ -116,7 +116,7 @@ def test_auto_uses_flat_or_the_model(tmp_path: Path, tiny_model: Path, monkeypat
     monkeypatch.setenv("DATAKIT_REMBG_MODEL", str(tiny_model))  # the documented variable names the model
     out = tmp_path / "out"
     info = run_cutout(CutoutConfig(inp, out, method="auto", device="cpu"), Reporter(quiet=True))
-    assert info["counts"]["out"] == 2, info
+    assert info.counts.out == 2, info
     methods = {r["source"]: r["method"] for r in map(json.loads, (out / "manifest.jsonl").read_text().splitlines())}
     # A flat backdrop keeps the flat matte, the named model deciding its enclosed regions (a hybrid).
     assert methods == {"flat.png": "flat+rembg:u2net_custom", "busy.png": "rembg:u2net_custom"}
@@ -152,8 +152,8 @@ def test_hybrid_the_segmenter_decides_enclosed_regions_the_flat_matte_keeps_the_
     Image.fromarray(s.image).save(inp / "wave.png")
     flat_info = run_cutout(CutoutConfig(inp, tmp_path / "flat", device="cpu"), Reporter(quiet=True))
     hybrid_info = run_cutout(CutoutConfig(inp, tmp_path / "hyb", method="flat", model=str(model), device="cpu"), Reporter(quiet=True))
-    assert flat_info["counts"]["out"] == hybrid_info["counts"]["out"] == 1
-    assert hybrid_info["segmenter"]["providers"][0] == "CPUExecutionProvider"
+    assert flat_info.counts.out == hybrid_info.counts.out == 1
+    assert hybrid_info.segmenter.providers[0] == "CPUExecutionProvider"
     row = json.loads((tmp_path / "hyb" / "manifest.jsonl").read_text().splitlines()[0])
     assert row["method"] == "flat+rembg:u2net_custom"
     gaps = numbers_of(row["holes"], labelled(s, "gap"))

@@ -88,7 +88,7 @@ def test_stage_writes_review_as_a_side_file(tmp_path: Path):
     out = tmp_path / "out"
     reporter = Reporter(quiet=True)
     info = run_cutout(CutoutConfig(inp, out, workers=1), reporter)
-    assert info["review"] == "review.png" and (out / "review.png").is_file()
+    assert info.review == "review.png" and (out / "review.png").is_file()
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert all("review.png" not in r["outputs"] for r in rows)  # not an item, not an item's side file
     assert any("review.png" in w and "holes-file" in w for w in reporter.warnings)  # the flagged regions are named
@@ -102,10 +102,10 @@ def test_stage_writes_review_as_a_side_file(tmp_path: Path):
     # Nothing to do and the sheet deleted: it comes back. --no-review writes none and changes no item.
     (out / "review.png").unlink()
     again = run_cutout(CutoutConfig(inp, out, workers=1, holes_file=tmp_path / "holes.toml"), Reporter(quiet=True))
-    assert again.get("nothing_to_do") and (out / "review.png").is_file()
+    assert again.nothing_to_do and (out / "review.png").is_file()
     out2 = tmp_path / "out2"
     info2 = run_cutout(CutoutConfig(inp, out2, workers=1, review=False), Reporter(quiet=True))
     assert not (out2 / "review.png").exists() and not (out2 / ".review").exists()
     # The review is not part of the config that decides whether items are redone.
-    assert {k: v for k, v in info2["config"].items() if k != "out_dir"} == {k: v for k, v in info["config"].items() if k != "out_dir"}
-    assert "review" not in info2["config"] and "holes_file" not in info2["config"]
+    assert {k: v for k, v in info2.config.items() if k != "out_dir"} == {k: v for k, v in info.config.items() if k != "out_dir"}
+    assert "review" not in info2.config and "holes_file" not in info2.config

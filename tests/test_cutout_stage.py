@@ -51,12 +51,13 @@ def inp(tmp_path: Path) -> Path:
 def test_outputs_manifest_and_caption(inp: Path, tmp_path: Path):
     out = tmp_path / "out"
     info = run(inp, out)
-    assert info["counts"] == {"in": 2, "out": 2, "reused": 0, "processed": 2, "skipped": 0, "failed": 0}
+    assert info.counts.to_json() == {"in": 2, "out": 2, "reused": 0, "processed": 2, "skipped": 0, "failed": 0}
     # The items, the caption, the review sheet (a side file, not an item) and its reduced copies.
     assert sorted(p.name for p in out.iterdir()) == [
         ".review", "datakit.json", "manifest.jsonl", "pose1.png", "pose1.txt", "pose2.png", "review.png"]
     assert sorted(p.name for p in (out / ".review").iterdir()) == ["pose1.npy", "pose2.npy"]
     assert [r["file"] for r in rows(out).values()] == ["pose1.png", "pose2.png"]
+    assert info.review == "review.png" and info.holes_file is None
     im = Image.open(out / "pose1.png")
     assert im.mode == "RGBA" and im.size[0] < 128  # trimmed
     # The caption is passed through as a hard link, not re-written.
@@ -76,16 +77,16 @@ def test_rerun_does_no_work_and_inputs_are_untouched(inp: Path, tmp_path: Path):
     run(inp, out)
     stamp = (out / "datakit.json").stat().st_mtime_ns
     again = run(inp, out)
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     assert (out / "datakit.json").stat().st_mtime_ns == stamp
     assert tree_hashes(inp) == before
     # A changed option redoes the items; --force redoes them too.
-    assert run(inp, out, margin=2)["counts"]["processed"] == 2
-    assert run(inp, out, margin=2, force=True)["counts"]["processed"] == 2
+    assert run(inp, out, margin=2).counts.processed == 2
+    assert run(inp, out, margin=2, force=True).counts.processed == 2
     # A changed input redoes only that item.
     subject_png(inp / "pose2.png", variant=1)
     info = run(inp, out, margin=2)
-    assert info["counts"]["processed"] == 1 and info["counts"]["reused"] == 1
+    assert info.counts.processed == 1 and info.counts.reused == 1
 
 
 def test_outputs_identical_for_any_worker_count(inp: Path, tmp_path: Path):
@@ -107,8 +108,8 @@ def test_bad_inputs_are_skipped_and_named(tmp_path: Path, monkeypatch):
     before = tree_hashes(d)
     out = tmp_path / "out"
     info = run(d, out)
-    assert info["counts"]["out"] == 1 and info["counts"]["skipped"] == 3
-    reasons = {s["source"]: s["reason"] for s in info["skipped"]}
+    assert info.counts.out == 1 and info.counts.skipped == 3
+    reasons = {s.source: s.reason for s in info.skipped}
     assert "zero-byte" in reasons["zero.png"]
     assert "truncated" in reasons["truncated.png"]
     assert "not an image" in reasons["notes.jpg"]
@@ -117,7 +118,7 @@ def test_bad_inputs_are_skipped_and_named(tmp_path: Path, monkeypatch):
     # A decompression bomb (here: anything over a tiny pixel limit) is skipped with its reason.
     monkeypatch.setenv("DATAKIT_MAX_PIXELS", "1000")
     info = run(d, tmp_path / "out2")
-    assert "limit" in {s["source"]: s["reason"] for s in info["skipped"]}["good.png"]
+    assert "limit" in {s.source: s.reason for s in info.skipped}["good.png"]
 
 
 def test_unusual_modes_and_names(tmp_path: Path):
@@ -142,7 +143,7 @@ def test_unusual_modes_and_names(tmp_path: Path):
     Image.fromarray(wide).save(d / "rotated.jpg", exif=exif, quality=95)
     out = tmp_path / "out"
     info = run(d, out)
-    assert info["counts"]["skipped"] == 0 and info["counts"]["failed"] == 0, info
+    assert info.counts.skipped == 0 and info.counts.failed == 0, info
     names = sorted(p.name for p in out.glob("*.png") if p.name != "review.png")
     assert names == sorted(["a_png.png", "a_jpg.png", "cmyk.png", "deep16.png", "ポーズ①.png", "palette.png", "rotated.png"])
     r = rows(out)
@@ -158,7 +159,7 @@ def test_empty_folder(tmp_path: Path):
     d = tmp_path / "empty"
     d.mkdir()
     info = run(d, tmp_path / "out")
-    assert info["counts"]["in"] == 0 and info["counts"]["out"] == 0
+    assert info.counts.in_ == 0 and info.counts.out == 0
     assert (tmp_path / "out" / "datakit.json").is_file()
 
 
@@ -167,7 +168,7 @@ def test_reads_an_upstream_manifest(inp: Path, tmp_path: Path):
     run(inp, first)
     (first / "stray.png").write_bytes((first / "pose1.png").read_bytes())  # not in the manifest: ignored
     info = run(first, tmp_path / "second")
-    assert info["counts"]["in"] == 2
+    assert info.counts.in_ == 2
     assert rows(tmp_path / "second")["pose1.png"]["method"] == "alpha"
 
 
@@ -190,6 +191,6 @@ def test_auto_without_model_names_both_options(tmp_path: Path):
     photo = np.random.default_rng(3).integers(0, 256, (96, 96, 3), dtype=np.uint8)
     Image.fromarray(photo).save(d / "photo.png")
     info = run(d, tmp_path / "out", method="auto")
-    assert info["counts"]["out"] == 1
-    reason = {s["source"]: s["reason"] for s in info["skipped"]}["photo.png"]
+    assert info.counts.out == 1
+    reason = {s.source: s.reason for s in info.skipped}["photo.png"]
     assert "--method flat" in reason and "--method rembg" in reason

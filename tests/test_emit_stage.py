@@ -14,7 +14,8 @@ from PIL import Image
 from datakit.console import Reporter
 from datakit.emit import kohya_toml
 from datakit.errors import StageError, UsageError
-from datakit.stages.emit import EmitConfig, run_emit
+from datakit.results import Carry
+from datakit.stages.emit import EmitConfig, EmitResult, run_emit
 
 
 def _img(path: Path, seed: int, size=(96, 80), mode="RGB", caption: str | None = None) -> Path:
@@ -40,13 +41,13 @@ def folders(tmp_path):
     return tmp_path, orig, comp
 
 
-def _run(out: Path, concepts, **kw) -> dict:
+def _run(out: Path, concepts, **kw) -> EmitResult:
     cfg = EmitConfig(out_dir=out, concepts=concepts, workers=1, **kw)
     return run_emit(cfg, Reporter(quiet=True))
 
 
 def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".thumbs" not in p.parts)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def test_golden_tree_and_toml(folders):
@@ -71,7 +72,7 @@ def test_golden_tree_and_toml(folders):
     assert all(Path(s["image_dir"]).is_absolute() and Path(s["image_dir"]).is_dir() for s in subsets)
     assert cfg["datasets"][0]["batch_size"] == 2
     # 8 images per epoch at batch 2 = 4 steps; 80 target steps = 20 epochs
-    assert info["plan"]["steps_per_epoch"] == 4 and info["plan"]["epochs"] == 20
+    assert info.plan["steps_per_epoch"] == 4 and info.plan["epochs"] == 20
     # unchanged RGB files are hard links, not re-encodings
     assert os.path.samefile(out / "img/4_sail_kun/pose1.png", orig / "pose1.png")
     assert (out / "img/4_sail_kun/pose1.txt").read_text() == "sail kun, 1girl, white background\n"
@@ -96,12 +97,12 @@ def test_second_run_does_nothing_and_changes_move_folders(folders):
     _run(out, [("a", orig), ("b", comp)])
     stamp = (out / "datakit.json").stat().st_mtime_ns
     info = _run(out, [("a", orig), ("b", comp)])
-    assert info.get("nothing_to_do") and (out / "datakit.json").stat().st_mtime_ns == stamp
+    assert info.nothing_to_do and (out / "datakit.json").stat().st_mtime_ns == stamp
     # two more composites: the original's repeats go from 4 to 6 and its folder is renamed
     _img(comp / "pose1__bg004.jpg", 30, caption="x")
     _img(comp / "pose1__bg005.jpg", 31, caption="y")
     info = _run(out, [("a", orig), ("b", comp)])
-    assert info["counts"]["reused"] == 5 and info["counts"]["processed"] == 2
+    assert info.counts.reused == 5 and info.counts.processed == 2
     assert sorted(p.name for p in (out / "img").iterdir()) == ["1_b", "6_a"]
     assert (out / "img/6_a/pose1.png").is_file()
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
@@ -125,7 +126,7 @@ def test_rgba_is_flattened_unless_alpha_mask(tmp_path):
     with Image.open(out / "img/1_cut/c.png") as im:
         assert im.mode == "RGB"
         assert im.getpixel((0, 0)) == (255, 0, 0)  # a transparent corner shows the flatten colour
-    assert info["findings"]["flattened"] == ["cut/c.png"]
+    assert info.findings.flattened == ["cut/c.png"]
     out2 = tmp_path / "out2"
     _run(out2, [("cut", cut)], alpha_mask=["cut"])
     with Image.open(out2 / "img/1_cut/c.png") as im:
@@ -147,10 +148,10 @@ def test_caption_variants(tmp_path):
     (src / "bom.txt").write_bytes("\ufeffa, b\r\nc\r\n".encode())
     out = tmp_path / "out"
     info = _run(out, [("s", src)])
-    f = info["findings"]
-    assert sorted(f["no_caption"]) == ["s/empty.png", "s/none.png"]
-    assert f["caption_clash"] == ["s/clash.png"]
-    assert f["caption_from_dot_caption"] == ["s/dotcap.png"]
+    f = info.findings
+    assert sorted(f.no_caption) == ["s/empty.png", "s/none.png"]
+    assert f.caption_clash == ["s/clash.png"]
+    assert f.caption_from_dot_caption == ["s/dotcap.png"]
     d = out / "img/1_s"
     assert not (d / "none.txt").exists() and not (d / "empty.txt").exists()
     assert (d / "dotcap.txt").read_text() == "from caption file\n"
@@ -167,8 +168,8 @@ def test_bad_inputs_are_skipped_and_named(tmp_path):
     (src / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
     info = _run(out, [("s", src)])
-    assert info["counts"]["out"] == 1 and info["counts"]["skipped"] == 3
-    reasons = {s["source"]: s["reason"] for s in info["skipped"]}
+    assert info.counts.out == 1 and info.counts.skipped == 3
+    reasons = {s.source: s.reason for s in info.skipped}
     assert "too small" in reasons["s/tiny.png"] and "zero-byte" in reasons["s/empty.jpg"]
     assert sorted(p.name for p in (out / "img/1_s").iterdir()) == ["good.png", "good.txt"]
 
@@ -218,12 +219,12 @@ def test_regularisation_and_near_duplicates(tmp_path, folders):
         im.resize((192, 160)).save(comp / "copy.jpg", quality=90)
     out = tmp_path / "out"
     info = _run(out, [("a", orig), ("b", comp)], reg_dir=reg, reg_class="1girl")
-    plan = info["plan"]
+    plan = info.plan
     assert plan["reg"]["repeats"] == 5  # 10 training images per epoch / 2 regularisation images
     sub = tomllib.loads((out / "dataset.toml").read_text())["datasets"][0]["subsets"][-1]
     assert sub["is_reg"] is True and sub["class_tokens"] == "1girl" and Path(sub["image_dir"]).name == "5_1girl"
     assert (out / "reg/5_1girl/r0.png").is_file()
-    pairs = {(d["a"], d["b"]) for d in info["findings"]["near_duplicates"]}
+    pairs = {(d["a"], d["b"]) for d in info.findings.near_duplicates}
     assert ("a/pose1.png", "b/copy.jpg") in pairs
 
 
@@ -237,13 +238,13 @@ def test_carry_from_upstream_sets_keep_tokens_and_class_tokens(tmp_path, folders
     (up / "datakit.json").write_text(json.dumps({"stage": "tags rewrite", "carry": {"trigger": "sail_kun", "keep_tokens": 2}}))
     out = tmp_path / "out"
     info = _run(out, [("a", up), ("b", comp)])
-    assert info["carry"] == {"trigger": "sail_kun", "keep_tokens": 2}
+    assert info.carry == Carry(trigger="sail_kun", keep_tokens=2)
     cfg = tomllib.loads((out / "dataset.toml").read_text())
     assert cfg["general"]["keep_tokens"] == 2
     assert all(s["class_tokens"] == "sail_kun" and s["keep_tokens"] == 2 for s in cfg["datasets"][0]["subsets"])
-    assert info["counts"]["in"] == 5
+    assert info.counts.in_ == 5
     out2 = tmp_path / "out2"
-    assert _run(out2, [("a", up)], keep_tokens=0)["carry"]["keep_tokens"] == 0
+    assert _run(out2, [("a", up)], keep_tokens=0).carry.keep_tokens == 0
 
 
 def test_cli_errors_and_json(tmp_path, folders, capsys):
@@ -262,3 +263,51 @@ def test_cli_errors_and_json(tmp_path, folders, capsys):
     assert exc.value.code == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [c["repeats"] for c in info["plan"]["concepts"]] == [8, 1]
+
+
+def _report_images(out: Path) -> list[str]:
+    import re
+
+    return re.findall(r'src="data:image/jpeg;base64,([^"]+)"', (out / "report.html").read_text())
+
+
+def test_report_pictures_of_reused_items_equal_fresh_ones(folders):
+    """Pictures travel in memory from the workers; reused items (RGB links, flattened, masked RGBA) are
+    decoded from their emitted files into the very same JPEG bytes."""
+    tmp, orig, comp = folders
+    _img(orig / "cut.png", 7, mode="RGBA", caption="sail kun")
+    masked = tmp / "masked"
+    _img(masked / "m.png", 8, mode="RGBA", caption="sail kun")
+    concepts = [("a", orig), ("b", comp), ("m", masked)]
+    a, b = tmp / "a", tmp / "b"
+    _run(a, concepts, alpha_mask=["m"])
+    _img(comp / "pose1__bg004.jpg", 30, caption="x")
+    assert _run(a, concepts, alpha_mask=["m"]).counts.reused == 7
+    _run(b, concepts, alpha_mask=["m"])
+    pictures = _report_images(a)
+    assert len(pictures) == 8 and pictures == _report_images(b)
+    assert not (a / ".thumbs").exists()
+
+
+def test_thumbnails_listed_by_older_runs_are_removed_from_out_and_manifest(folders):
+    tmp, orig, comp = folders
+    out = tmp / "out"
+    _run(out, [("a", orig), ("b", comp)])
+    pictures = _report_images(out)
+    # What an earlier version left: a thumbnail per item under .thumbs/<concept>/, listed in its row.
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    for r in rows:
+        thumb = f".thumbs/{r['concept']}/{Path(r['file']).stem}.jpg"
+        (out / thumb).parent.mkdir(parents=True, exist_ok=True)
+        (out / thumb).write_bytes(b"jpeg")
+        r["outputs"].append(thumb)
+        r["thumb"] = thumb
+    (out / ".thumbs/a/mine.jpg").write_bytes(b"the user's own file")
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    info = _run(out, [("a", orig), ("b", comp)])
+    assert not info.nothing_to_do and info.counts.reused == 5  # nothing redone, but the manifest is rewritten
+    assert sorted(str(p.relative_to(out / ".thumbs")) for p in (out / ".thumbs").rglob("*")) == ["a", "a/mine.jpg"]
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all("thumb" not in r and not any(".thumbs" in f for f in r["outputs"]) for r in rows)
+    assert _report_images(out) == pictures
+    assert _run(out, [("a", orig), ("b", comp)]).nothing_to_do

@@ -59,7 +59,7 @@ def test_lora_and_hypernetwork_against_the_base_model(world, tmp_path):
                          subject_dir=world / "subject", clip_model=str(world / "clip")))
     models, prompts, seeds = ["base", "mascot", "mascot_hn"], ["beach", "forest", "plain"], [0, 1]
     rows = [r for r in read_manifest(out) if r["status"] == "ok"]
-    assert len(rows) == info["counts"]["out"] == len(models) * len(prompts) * len(seeds)
+    assert len(rows) == info.counts.out == len(models) * len(prompts) * len(seeds)
     assert {(r["params"]["model"], r["params"]["scene"], r["seed"]) for r in rows} == {
         (m, p, s) for m in models for p in prompts for s in seeds}
     assert all(r["params"]["prompt"].startswith("sks") for r in rows)
@@ -96,22 +96,22 @@ def test_lora_and_hypernetwork_against_the_base_model(world, tmp_path):
 def test_rerun_does_no_work_and_only_changes_redo_work(world, tmp_path):
     out = tmp_path / "eval"
     first = run_eval(_cfg(world, out))
-    assert first["counts"]["processed"] == 12
+    assert first.counts.processed == 12
     stamp = (out / "datakit.json").stat().st_mtime_ns
     again = run_eval(_cfg(world, out, batch_size=1))  # batch size does not change an image
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     assert (out / "datakit.json").stat().st_mtime_ns == stamp
     # Another measurement (a subject to look for) rebuilds the report without drawing anything.
     report = run_eval(_cfg(world, out, subject_dir=world / "subject"))
-    assert report["counts"]["processed"] == 0 and not report.get("nothing_to_do")
+    assert report.counts.processed == 0 and not report.nothing_to_do
     assert _csv(out / "eval.csv")[0]["subject_presence_colour"] != "not measured"
     # New adapter bytes: only that adapter's samples are drawn again.
     lora = tmp_path / "mascot.safetensors"
     M.write_lora(lora, world / "sd1", "sd1", seed=5)
     changed = run_eval(_cfg(world, out, adapters=[lora], subject_dir=world / "subject"))
-    assert changed["counts"]["processed"] == 6 and changed["counts"]["reused"] == 6
+    assert changed.counts.processed == 6 and changed.counts.reused == 6
     # Another sampling option changes every image.
-    assert run_eval(_cfg(world, out, adapters=[lora], subject_dir=world / "subject", steps=3))["counts"]["processed"] == 12
+    assert run_eval(_cfg(world, out, adapters=[lora], subject_dir=world / "subject", steps=3)).counts.processed == 12
 
 
 def test_without_clip_the_columns_say_not_measured(world, tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_clip_model_from_the_environment(world, tmp_path, monkeypatch):
     monkeypatch.setenv("DATAKIT_CLIP_MODEL", str(world / "clip"))
     out = tmp_path / "eval"
     info = run_eval(_cfg(world, out, seeds=1))
-    assert info["clip_model"] == str(world / "clip")
+    assert info.clip_model == str(world / "clip")
     assert all(r["scene_agreement"] != "not measured" for r in _csv(out / "eval.csv") if r["scene"] != "plain")
 
 
@@ -254,7 +254,7 @@ def test_sdxl_base_with_a_lora(tmp_path):
     prompts.write_text("on a beach\nin a forest\n")
     info = run_eval(EvalConfig(out_dir=out, base_model=str(tmp_path / "xl"), adapters=[lora], prompts_file=prompts,
                                seeds=1, steps=2, guidance=3.0, device="cpu"))
-    assert info["family"] == "sdxl" and info["counts"]["out"] == 6
+    assert info.family == "sdxl" and info.counts.out == 6
     diff = np.abs(_pixels(out / "samples/xl-mascot/on a beach_s0.png") - _pixels(out / "samples/base/on a beach_s0.png"))
     assert diff.mean() > 2.0
 
@@ -283,7 +283,7 @@ def test_sd2_base_with_a_lora_and_a_hypernetwork(tmp_path):
     out = tmp_path / "eval"
     info = run_eval(EvalConfig(out_dir=out, base_model=str(tmp_path / "sd2"), adapters=[lora, hn], prompts_file=prompts,
                                seeds=1, steps=2, guidance=3.0, device="cpu"))
-    assert info["family"] == "sd2" and info["counts"]["out"] == 3 * 2
+    assert info.family == "sd2" and info.counts.out == 3 * 2
     for model in ("l2", "h2"):
         diff = np.abs(_pixels(out / f"samples/{model}/beach_s0.png") - _pixels(out / "samples/base/beach_s0.png"))
         assert diff.mean() > 1.0, model
@@ -298,8 +298,8 @@ def test_unusable_cutouts_are_skipped_and_named(world, tmp_path):
     Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(subject / "empty.png")
     (subject / "broken.png").write_bytes(b"\x89PNG not really")
     info = run_eval(_cfg(world, tmp_path / "o", seeds=1, subject_dir=subject))
-    assert info["subject"] == ["good.png"]
-    assert sorted(s["source"] for s in info["skipped"]) == ["--subject broken.png", "--subject empty.png"]
+    assert info.subject == ["good.png"]
+    assert sorted(s.source for s in info.skipped) == ["--subject broken.png", "--subject empty.png"]
     from datakit.stage import exit_code_for
 
     assert exit_code_for(info) == 3

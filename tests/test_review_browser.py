@@ -267,5 +267,5 @@ def test_composites_show_their_facts_and_filter_and_sort_by_them_and_by_warnings
     from datakit.stages.emit import EmitConfig, run_emit
 
     emitted = run_emit(EmitConfig(out_dir=tmp_path / "dataset", concepts=[("sail_kun", out)], workers=1), Reporter(quiet=True))
-    assert emitted["counts"]["out"] == 2
+    assert emitted.counts.out == 2
     assert not list((tmp_path / "dataset").rglob(Path(warned).stem + ".*"))

@@ -194,7 +194,7 @@ def test_saving_writes_only_into_out_atomically(tmp_path):
         s.thread.join(30)
     finally:
         s.stop()
-    assert s.result["info"]["review"]["edited"] == 1
+    assert s.result["info"].review.edited == 1
     after = snapshot(tmp_path)
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert changed and all(p.startswith("out/") for p in changed), sorted(changed)

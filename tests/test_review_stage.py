@@ -13,6 +13,7 @@ from PIL import Image
 
 from datakit.console import Reporter
 from datakit.errors import UsageError
+from datakit.results import Carry
 from datakit.stage import exit_code_for
 from datakit.stages.review import ReviewConfig, run_review
 from review_support import chain, manifest_rows, plain_folder, snapshot
@@ -39,7 +40,7 @@ def test_accept_all_links_every_item_and_a_rerun_does_no_work(tmp_path):
     before = snapshot(src)
     out = tmp_path / "out"
     info = review(src, out, accept_all=True)
-    assert exit_code_for(info) == 0 and info["counts"]["out"] == 6 and info["review"]["rejected"] == 0
+    assert exit_code_for(info) == 0 and info.counts.out == 6 and info.review.rejected == 0
     for name in ("item00.png", "item01.jpg", "item04.jpg", "item00.txt", "item04.caption"):
         assert os.path.samefile(out / name, src / name), name  # hard links, not copies
     assert not (out / "item05.txt").exists()  # it had no caption
@@ -52,7 +53,7 @@ def test_accept_all_links_every_item_and_a_rerun_does_no_work(tmp_path):
     assert all((out / "datakit.json").stat().st_mtime_ns >= p.stat().st_mtime_ns for p in out.iterdir())
     stamp = (out / "datakit.json").stat().st_mtime_ns
     again = review(src, out, accept_all=True)
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     assert (out / "datakit.json").stat().st_mtime_ns == stamp
     assert snapshot(src) == before  # IN untouched
 
@@ -71,7 +72,7 @@ def test_decisions_file_rejects_edits_and_emit_takes_the_result(tmp_path):
     out = tmp_path / "out"
     info = review(src, out, decisions=dfile)
     assert exit_code_for(info) == 0  # rejecting is not failing
-    assert info["review"] == dict(info["review"], kept=4, rejected=2, edited=1, undecided=3)
+    assert (info.review.kept, info.review.rejected, info.review.edited, info.review.undecided) == (4, 2, 1, 3)
     assert not (out / "item01.jpg").exists() and not (out / "item03.png").exists()
     assert (src / "item01.jpg").exists() and (src / "item03.png").exists()  # never deleted from IN
     rows = {r["key"]: r for r in manifest_rows(out)}
@@ -83,12 +84,12 @@ def test_decisions_file_rejects_edits_and_emit_takes_the_result(tmp_path):
     assert snapshot(src) == before
     stamp = (out / "datakit.json").stat().st_mtime_ns
     again = review(src, out, decisions=dfile)  # the same decisions again: no work
-    assert again.get("nothing_to_do") and again["counts"]["processed"] == 0
+    assert again.nothing_to_do and again.counts.processed == 0
     assert (out / "datakit.json").stat().st_mtime_ns == stamp
 
     ds = tmp_path / "dataset"
     emitted = run_emit(EmitConfig(out_dir=ds, concepts=[("sail_kun", out)], workers=1), QUIET)
-    assert emitted["counts"]["out"] == 4
+    assert emitted.counts.out == 4
     folder = next((ds / "img").iterdir())
     assert sorted(p.name for p in folder.glob("*.txt"))[0] == "item00.txt"
     assert (folder / "item00.txt").read_text().startswith("sail kun, 1girl, beach, sunset")
@@ -117,7 +118,7 @@ def test_a_changed_upstream_keeps_the_decisions_of_unchanged_items(tmp_path):
     assert rows["item03.png"]["status"] == "ok"  # changed: the old rejection no longer applies
     assert any("changed upstream" in w for w in rows["item03.png"]["warnings"])
     assert (out / "item00.txt").read_text() == "sail kun, 1girl, day, beach\n"  # the edit, re-applied to the new caption
-    assert info["counts"]["reused"] == 4  # only the two changed items were redone
+    assert info.counts.reused == 4  # only the two changed items were redone
 
 
 def test_accept_all_will_not_silently_discard_a_review(tmp_path):
@@ -127,7 +128,7 @@ def test_accept_all_will_not_silently_discard_a_review(tmp_path):
     with pytest.raises(UsageError, match="would discard"):
         review(src, out, accept_all=True)
     info = review(src, out, accept_all=True, force=True)
-    assert info["review"]["rejected"] == 0 and (out / "item02.png").exists()
+    assert info.review.rejected == 0 and (out / "item02.png").exists()
 
 
 def test_undecided_and_stale_items_are_named(tmp_path):
@@ -152,7 +153,7 @@ def test_an_edit_that_drops_the_trigger_is_flagged(tmp_path):
     }))
     row = {r["key"]: r for r in manifest_rows(out)}["item00.png"]
     assert any("trigger word 'sail kun' is no longer the first tag" in w for w in row["warnings"])
-    assert info["carry"] == {"trigger": "sail kun", "keep_tokens": 1}  # passed on downstream
+    assert info.carry == Carry(trigger="sail kun", keep_tokens=1)  # passed on downstream
 
 
 def test_facts_are_read_along_the_lineage(tmp_path):
@@ -170,11 +171,11 @@ def test_facts_are_read_along_the_lineage(tmp_path):
         assert item.facts.fields["subject height"] == round(row["placement"]["height_fraction"], 3)
         assert item.facts.fields["background"] == row["background"]
     info = review(paths["tagged"], out, accept_all=True)
-    assert info["stages"] == ["cutout", "composite", "tag", "review"]
+    assert info.stages == ["cutout", "composite", "tag", "review"]
     # the next stage still sees composites: review changes captions, never images
     from datakit.tags.rewrite import image_stage
 
-    assert image_stage(info) == "composite"
+    assert image_stage(info.to_json()) == "composite"
     # and reviewing the reviewed folder finds the same facts through review's own row
     again = collect(discover(out)).items
     assert [i.facts.fields["framing"] for i in again] == [i.facts.fields["framing"] for i in items]
@@ -215,4 +216,4 @@ def test_an_interrupted_save_leaves_no_finished_looking_out(tmp_path, monkeypatc
     assert not [p for p in out.iterdir() if ".tmp-" in p.name]
     monkeypatch.setattr(stage, "_write_item", real)
     info = review(src, out, decisions=dfile)
-    assert info["review"]["rejected"] == 4 and (out / "datakit.json").exists()
+    assert info.review.rejected == 4 and (out / "datakit.json").exists()

@@ -58,8 +58,8 @@ def test_emit_on_a_huge_caption_is_linear(counted_keys, tmp_path, monkeypatch):
     counted_keys["budget"] = 25 * N_EMIT
     concept = _huge(tmp_path / "in", N_EMIT)
     info = run_emit(EmitConfig(out_dir=tmp_path / "ds", concepts=[("mychar", concept)], workers=1), Reporter(quiet=True))
-    assert info["counts"]["out"] == 2
-    (folder,) = info["plan"]["folders"].values()
+    assert info.counts.out == 2
+    (folder,) = info.plan["folders"].values()
     assert (tmp_path / "ds" / folder / "a.txt").stat().st_size == (concept / "a.txt").stat().st_size + 1  # + newline
     assert counted_keys["ops"] <= 25 * N_EMIT
 

@@ -127,7 +127,7 @@ def test_an_incremental_rerun_of_one_changed_image_matches_a_full_run(model, fed
     run_tag(TagConfig(input_dir=src, out_dir=tmp_path / "inc", **cfg), Reporter(quiet=True))
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8), "RGB").save(src / "img5.png")  # one image changes
     info = run_tag(TagConfig(input_dir=src, out_dir=tmp_path / "inc", **cfg), Reporter(quiet=True))
-    assert info["counts"]["processed"] == 1  # the changed image, tagged alone
+    assert info.counts.processed == 1  # the changed image, tagged alone
     run_tag(TagConfig(input_dir=src, out_dir=tmp_path / "full", **cfg), Reporter(quiet=True))
     inc = tag_stage.read_probabilities(tmp_path / "inc").sort_index()
     full = tag_stage.read_probabilities(tmp_path / "full").sort_index()

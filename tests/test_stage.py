@@ -7,6 +7,7 @@ caption side file, run_simple_stage. Each test then checks one promise of the co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ from datakit.console import Reporter
 from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, StageError, UsageError
 from datakit.imageio import TMP_MARK, link_or_copy, open_image, save_png_array_atomic, write_text_atomic
 from datakit.inputs import discover
+from datakit.results import Carry, Counts, ItemProblem, StageResult
 from datakit.manifest import read_manifest, read_stage_info
 from datakit.seeding import item_rng, item_seed
 from datakit.stage import StageRun, Task, TaskResult, exit_code_for, parallel_map, run_simple_stage
@@ -134,7 +136,7 @@ def test_first_run_writes_outputs_manifest_and_info(images, tmp_path):
     assert saved["counts"] == {"in": 3, "out": 3, "reused": 0, "processed": 3, "skipped": 0, "failed": 0}
     assert saved["input"] == str(images) and saved["output"] == str(out)
     assert "total_s" in saved["timings"] and saved["skipped"] == [] and saved["failed"] == []
-    assert info["counts"] == saved["counts"] and exit_code_for(info) == EXIT_OK
+    assert info.counts.to_json() == saved["counts"] and exit_code_for(info) == EXIT_OK
 
 
 def test_datakit_json_is_written_last(images, tmp_path, monkeypatch):
@@ -175,10 +177,10 @@ def test_out_must_differ_from_in_and_be_a_folder(images, tmp_path):
 def test_empty_input_folder(tmp_path):
     (tmp_path / "in").mkdir()
     info = run_invert(tmp_path / "in", tmp_path / "out")
-    assert info["counts"]["in"] == 0 and info["counts"]["out"] == 0 and exit_code_for(info) == EXIT_OK
+    assert info.counts.in_ == 0 and info.counts.out == 0 and exit_code_for(info) == EXIT_OK
     assert (tmp_path / "out" / "datakit.json").is_file() and read_manifest(tmp_path / "out") == []
     again = run_invert(tmp_path / "in", tmp_path / "out")
-    assert again.get("nothing_to_do") is True
+    assert again.nothing_to_do is True
 
 
 def test_duplicate_task_keys_are_an_internal_error(tmp_path):
@@ -199,7 +201,7 @@ def test_rerun_does_no_work_and_leaves_datakit_json_untouched(images, tmp_path):
     before = _snapshot(out)
     info = run_invert(images, out, log=log)
     assert _calls(log) == ["a.png", "b.png", "c.png"]  # no new calls
-    assert info["nothing_to_do"] is True and info["counts"]["processed"] == 0 and info["counts"]["reused"] == 3
+    assert info.nothing_to_do is True and info.counts.processed == 0 and info.counts.reused == 3
     assert _snapshot(out) == before  # Make sees nothing new
     assert exit_code_for(info) == EXIT_OK
 
@@ -208,7 +210,7 @@ def test_volatile_options_do_not_invalidate(images, tmp_path):
     out, log = tmp_path / "out", tmp_path / "calls.log"
     run_invert(images, out, log=log, workers=1)
     info = run_invert(images, out, log=log, workers=2)
-    assert info.get("nothing_to_do") is True and len(_calls(log)) == 3
+    assert info.nothing_to_do is True and len(_calls(log)) == 3
 
 
 def test_changed_input_redoes_only_that_item(images, tmp_path):
@@ -218,7 +220,7 @@ def test_changed_input_redoes_only_that_item(images, tmp_path):
     _noise_image(images / "b.png", 42)
     info = run_invert(images, out, log=log)
     assert _calls(log) == ["a.png", "b.png", "b.png", "c.png"]
-    assert info["counts"]["processed"] == 1 and info["counts"]["reused"] == 2
+    assert info.counts.processed == 1 and info.counts.reused == 2
     new = _file_hashes(out)
     assert new["a.png"] == old["a.png"] and new["c.png"] == old["c.png"] and new["b.png"] != old["b.png"]
 
@@ -228,14 +230,14 @@ def test_changed_caption_redoes_its_item(images, tmp_path):
     run_invert(images, out, log=log)
     (images / "a.txt").write_text("solo, smile", encoding="utf-8")
     info = run_invert(images, out, log=log)
-    assert info["counts"]["processed"] == 1 and (out / "a.txt").read_text(encoding="utf-8") == "solo, smile"
+    assert info.counts.processed == 1 and (out / "a.txt").read_text(encoding="utf-8") == "solo, smile"
 
 
 def test_changed_config_redoes_everything(images, tmp_path):
     out, log = tmp_path / "out", tmp_path / "calls.log"
     run_invert(images, out, log=log, strength=2)
     info = run_invert(images, out, log=log, strength=5)
-    assert info["counts"]["processed"] == 3 and read_stage_info(out)["config"]["strength"] == 5
+    assert info.counts.processed == 3 and read_stage_info(out)["config"]["strength"] == 5
 
 
 def test_force_redoes_everything(images, tmp_path):
@@ -243,7 +245,7 @@ def test_force_redoes_everything(images, tmp_path):
     run_invert(images, out, log=log)
     before = _file_hashes(out)
     info = run_invert(images, out, log=log, force=True)
-    assert len(_calls(log)) == 6 and info["counts"]["processed"] == 3 and info["counts"]["reused"] == 0
+    assert len(_calls(log)) == 6 and info.counts.processed == 3 and info.counts.reused == 0
     assert _file_hashes(out) == before  # same seed, same bytes
 
 
@@ -252,7 +254,7 @@ def test_deleted_output_is_redone(images, tmp_path):
     run_invert(images, out, log=log)
     (out / "c.png").unlink()
     info = run_invert(images, out, log=log)
-    assert info["counts"]["processed"] == 1 and (out / "c.png").is_file()
+    assert info.counts.processed == 1 and (out / "c.png").is_file()
 
 
 def test_new_input_is_added_without_redoing_others(images, tmp_path):
@@ -260,7 +262,7 @@ def test_new_input_is_added_without_redoing_others(images, tmp_path):
     run_invert(images, out, log=log)
     _noise_image(images / "d.png", 3)
     info = run_invert(images, out, log=log)
-    assert info["counts"] == {"in": 4, "out": 4, "reused": 3, "processed": 1, "skipped": 0, "failed": 0}
+    assert info.counts.to_json() == {"in": 4, "out": 4, "reused": 3, "processed": 1, "skipped": 0, "failed": 0}
 
 
 def test_interrupted_run_is_not_trusted(images, tmp_path):
@@ -272,8 +274,8 @@ def test_interrupted_run_is_not_trusted(images, tmp_path):
     assert not (out / "datakit.json").exists()
     (out / f".b.png{TMP_MARK}x1y2").write_bytes(b"half-written")
     info = run_invert(images, out, log=log)  # same config as the finished run
-    assert not info.get("nothing_to_do")  # items are reused, but datakit.json is written again
-    assert info["counts"]["reused"] == 3 and (out / "datakit.json").is_file()
+    assert not info.nothing_to_do  # items are reused, but datakit.json is written again
+    assert info.counts.reused == 3 and (out / "datakit.json").is_file()
     assert not any(TMP_MARK in p.name for p in out.iterdir())
 
 
@@ -288,10 +290,10 @@ def test_outputs_of_removed_inputs_are_deleted_and_nothing_else(images, tmp_path
     (out / "my-notes.md").write_text("mine")
     (images / "a.png").unlink()
     info = run_invert(images, out)
-    assert sorted(info["removed_stale"]) == ["a.png", "a.txt"]
+    assert sorted(info.removed_stale) == ["a.png", "a.txt"]
     assert sorted(p.name for p in out.iterdir()) == ["b.png", "c.png", "datakit.json", "manifest.jsonl", "my-notes.md"]
     assert [r["key"] for r in read_manifest(out)] == ["b.png", "c.png"]
-    assert info["counts"]["in"] == 2 and info["counts"]["out"] == 2
+    assert info.counts.in_ == 2 and info.counts.out == 2
 
 
 def test_caption_removed_upstream_removes_the_copied_caption(images, tmp_path):
@@ -299,7 +301,7 @@ def test_caption_removed_upstream_removes_the_copied_caption(images, tmp_path):
     run_invert(images, out)
     (images / "a.txt").unlink()
     info = run_invert(images, out)
-    assert info["removed_stale"] == ["a.txt"] and (out / "a.png").is_file() and not (out / "a.txt").exists()
+    assert info.removed_stale == ["a.txt"] and (out / "a.png").is_file() and not (out / "a.txt").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,13 +330,13 @@ def test_bad_inputs_are_skipped_and_named(bad_folder, tmp_path):
     out = tmp_path / "out"
     before = _snapshot(bad_folder)
     info = run_invert(bad_folder, out, workers=2)
-    skipped = {s["source"]: s["reason"] for s in info["skipped"]}
+    skipped = {s.source: s.reason for s in info.skipped}
     assert set(skipped) == {"zero.png", "truncated.png", "text.jpg", "notes.pdf"}
     assert "zero-byte" in skipped["zero.png"] and "truncated" in skipped["truncated.png"]
     assert "not an image" in skipped["text.jpg"]
     made = sorted(p.name for p in out.glob("*.png"))
     assert made == ["a_jpg.png", "a_png.png", "cmyk.png", "good.png", "ünïcødé 猫.png"]
-    assert info["counts"]["skipped"] == 4 and info["counts"]["out"] == 5 and info["counts"]["failed"] == 0
+    assert info.counts.skipped == 4 and info.counts.out == 5 and info.counts.failed == 0
     rows = {r["key"]: r for r in read_manifest(out)}
     assert rows["zero.png"]["status"] == "skipped" and rows["zero.png"]["file"] is None and rows["zero.png"]["reason"]
     assert any("CMYK" in w for w in rows["cmyk.jpg"]["warnings"])
@@ -347,8 +349,8 @@ def test_skipped_items_stay_skipped_on_rerun(bad_folder, tmp_path):
     run_invert(bad_folder, out, log=log)
     n = len(_calls(log))
     info = run_invert(bad_folder, out, log=log)
-    assert len(_calls(log)) == n and info.get("nothing_to_do") is True
-    assert exit_code_for(info) == EXIT_PARTIAL and len(info["skipped"]) == 4  # still named, still exit 3
+    assert len(_calls(log)) == n and info.nothing_to_do is True
+    assert exit_code_for(info) == EXIT_PARTIAL and len(info.skipped) == 4  # still named, still exit 3
 
 
 def test_repaired_input_is_picked_up(bad_folder, tmp_path):
@@ -356,7 +358,7 @@ def test_repaired_input_is_picked_up(bad_folder, tmp_path):
     run_invert(bad_folder, out)
     _noise_image(bad_folder / "zero.png", 5)
     info = run_invert(bad_folder, out)
-    assert info["counts"]["processed"] == 1 and (out / "zero.png").is_file() and len(info["skipped"]) == 3
+    assert info.counts.processed == 1 and (out / "zero.png").is_file() and len(info.skipped) == 3
 
 
 def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
@@ -366,19 +368,19 @@ def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
     _noise_image(d / "big.png", 2, size=(60, 60))
     monkeypatch.setenv("DATAKIT_MAX_PIXELS", "1000")  # the pool workers inherit it
     info = run_invert(d, tmp_path / "out", workers=2)
-    assert [s["source"] for s in info["skipped"]] == ["big.png"]
-    assert "DATAKIT_MAX_PIXELS" in info["skipped"][0]["reason"]
+    assert [s.source for s in info.skipped] == ["big.png"]
+    assert "DATAKIT_MAX_PIXELS" in info.skipped[0].reason
 
 
 def test_a_crashing_item_fails_alone(images, tmp_path):
     out = tmp_path / "out"
     info = run_invert(images, out, explode="b.png", workers=2)
-    assert [f["source"] for f in info["failed"]] == ["b.png"]
-    assert "RuntimeError: boom" in info["failed"][0]["reason"] and "test_stage.py" in info["failed"][0]["reason"]
-    assert info["counts"]["out"] == 2 and exit_code_for(info) == EXIT_PARTIAL
+    assert [f.source for f in info.failed] == ["b.png"]
+    assert "RuntimeError: boom" in info.failed[0].reason and "test_stage.py" in info.failed[0].reason
+    assert info.counts.out == 2 and exit_code_for(info) == EXIT_PARTIAL
     # A failed item is retried on the next run (unlike a skipped one, it may be a transient error).
     again = run_invert(images, out)
-    assert again["counts"]["processed"] == 1 and again["failed"] == [] and exit_code_for(again) == EXIT_OK
+    assert again.counts.processed == 1 and again.failed == [] and exit_code_for(again) == EXIT_OK
 
 
 def test_missing_upstream_file_is_skipped_and_named(images, tmp_path):
@@ -386,8 +388,8 @@ def test_missing_upstream_file_is_skipped_and_named(images, tmp_path):
     run_invert(images, mid)
     (mid / "b.png").unlink()
     info = run_invert(mid, out)
-    assert info["skipped"] == [{"source": "b.png", "reason": "listed in the upstream manifest but missing"}]
-    assert exit_code_for(info) == EXIT_PARTIAL and info["counts"]["in"] == 3
+    assert info.skipped == [ItemProblem("b.png", "listed in the upstream manifest but missing")]
+    assert exit_code_for(info) == EXIT_PARTIAL and info.counts.in_ == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,21 +463,21 @@ def test_parallel_map_in_process_and_pool_agree(images, tmp_path):
 def test_unchanged_images_are_hard_linked(images, tmp_path):
     out = tmp_path / "out"
     info = run_invert(images, out, fn=link_one, stage="passthrough", workers=2)
-    assert info["counts"]["out"] == 3
+    assert info.counts.out == 3
     for name in ("a.png", "b.png", "c.png"):
         assert os.path.samefile(images / name, out / name)
     assert {r["how"] for r in read_manifest(out)} == {"link"}
     # The link survives a no-op re-run and the input is untouched.
-    assert run_invert(images, out, fn=link_one, stage="passthrough").get("nothing_to_do") is True
+    assert run_invert(images, out, fn=link_one, stage="passthrough").nothing_to_do is True
 
 
 def test_carry_flows_downstream(images, tmp_path):
     mid, out = tmp_path / "mid", tmp_path / "out"
-    run_invert(images, mid, carry={"trigger": "sail_kun", "keep_tokens": 1, "ignored": None})
+    run_invert(images, mid, carry=Carry(trigger="sail_kun", keep_tokens=1))
     assert read_stage_info(mid)["carry"] == {"trigger": "sail_kun", "keep_tokens": 1}
     run_invert(mid, out)
     assert read_stage_info(out)["carry"] == {"trigger": "sail_kun", "keep_tokens": 1}
-    run_invert(mid, tmp_path / "out2", carry={"keep_tokens": 2})
+    run_invert(mid, tmp_path / "out2", carry=Carry(keep_tokens=2))  # no trigger: the upstream one stays
     assert read_stage_info(tmp_path / "out2")["carry"] == {"trigger": "sail_kun", "keep_tokens": 2}
 
 
@@ -489,17 +491,44 @@ def test_manual_loop_for_batched_stages(images, tmp_path):
         run = StageRun("batched", out, {"batch": 2}, inputs_dir=images, seed=0)
         todo = run.plan(tasks)
         if not todo and run.nothing_to_do():
-            return run.summary_from_previous(), 0
+            return run.summary_from_previous(BatchedResult), 0
         run.invalidate()
         for t in todo:
             (out / f"{t.params['stem']}.out").write_text(str(t.seed))
             run.record(t, TaskResult(key=t.key, outputs=[f"{t.params['stem']}.out"]))
-        return run.finish(extra={"device": "cpu"}), len(todo)
+        return run.finish(BatchedResult(device="cpu")), len(todo)
 
     info, done = one_pass()
-    assert done == 3 and info["device"] == "cpu" and info["counts"]["out"] == 3
+    assert done == 3 and info.device == "cpu" and info.counts.out == 3
+    assert read_stage_info(out)["device"] == "cpu"  # a stage's own fields are datakit.json keys
     info, done = one_pass()
-    assert done == 0 and info["nothing_to_do"] is True
+    assert done == 0 and info.nothing_to_do is True and info.device == "cpu" and info.counts.reused == 3
+
+
+@dataclasses.dataclass(kw_only=True)
+class BatchedResult(StageResult):
+    device: str = ""
+
+
+def test_a_stage_without_a_result_type_of_its_own_gets_the_common_one(images, tmp_path):
+    """finish() and summary_from_previous() without a type: a plain StageResult, the same as datakit.json."""
+    def one_pass():
+        run = StageRun("plain", tmp_path / "out", {}, inputs_dir=images)
+        tasks = [Task(key=i.key, inputs=[i.path], params={"stem": i.stem}) for i in discover(images).items]
+        todo = run.plan(tasks)
+        if not todo and run.nothing_to_do():
+            return run.summary_from_previous()
+        run.invalidate()
+        for t in todo:
+            (run.out / f"{t.params['stem']}.out").write_text("x")
+            run.record(t, TaskResult(key=t.key, outputs=[f"{t.params['stem']}.out"]))
+        return run.finish()
+
+    first = one_pass()
+    assert type(first) is StageResult and first.to_json() == read_stage_info(tmp_path / "out") and first.counts.out == 3
+    again = one_pass()
+    assert type(again) is StageResult and again.nothing_to_do is True and again.counts.reused == 3
+    assert again.stage == "plain" and again.extra == {}
 
 
 def test_progress_bar_and_warnings_do_not_break_quiet_runs(images, tmp_path, capsys):
@@ -521,7 +550,7 @@ def test_progress_bar_and_warnings_do_not_break_quiet_runs(images, tmp_path, cap
     ],
 )
 def test_exit_codes_from_counts(counts, code):
-    assert exit_code_for({"counts": counts}) == code
+    assert exit_code_for(StageResult(counts=Counts.from_json(counts))) == code
 
 
 def test_every_item_failing_exits_5(tmp_path):
@@ -529,4 +558,4 @@ def test_every_item_failing_exits_5(tmp_path):
     d.mkdir()
     _noise_image(d / "only.png", 1)
     info = run_invert(d, tmp_path / "out", explode="only.png")
-    assert info["counts"]["failed"] == 1 and exit_code_for(info) == EXIT_RUNTIME
+    assert info.counts.failed == 1 and exit_code_for(info) == EXIT_RUNTIME

@@ -14,6 +14,7 @@ from datakit.console import Reporter
 from datakit.errors import ModelNotFoundError, UsageError
 from datakit.manifest import read_manifest, read_stage_info
 from datakit.models import taggers
+from datakit.results import Carry
 from datakit.stages import tag as tag_stage
 from datakit.stages.tag import TagConfig, run_tag
 from test_wd14 import TAGS, build_tagger
@@ -57,7 +58,7 @@ def rows(out: Path) -> dict:
 def test_tags_images_with_known_outputs(images, model, tmp_path):
     out = tmp_path / "out"
     info = tag(images, out, model=str(model), workers=2, batch_size=2)
-    assert info["counts"]["out"] == 3 and info["provider"] == "CPUExecutionProvider" and info["input_size"] == 64
+    assert info.counts.out == 3 and info.provider == "CPUExecutionProvider" and info.input_size == 64
     assert caption(out, "red") == RED
     assert caption(out, "green") == GREEN
     # White (flattened transparency): both characters, every background at 1.0 in name order (ties are
@@ -125,7 +126,7 @@ def test_rerun_does_nothing_and_new_thresholds_reuse_stored_probabilities(images
     tag(images, out, model=str(model))
     first = (out / "datakit.json").stat().st_mtime_ns
     again = tag(images, out, model=str(model))
-    assert again.get("nothing_to_do") and (out / "datakit.json").stat().st_mtime_ns == first
+    assert again.nothing_to_do and (out / "datakit.json").stat().st_mtime_ns == first
 
     def no_session(*a, **k):
         raise AssertionError("the model must not run")
@@ -154,7 +155,7 @@ def test_changed_image_is_re_tagged(images, model, tmp_path):
     tag(images, out, model=str(model))
     Image.new("RGB", (80, 80), (0, 255, 0)).save(images / "red.png")  # now green
     info = tag(images, out, model=str(model))
-    assert info["counts"]["reused"] == 2 and info["counts"]["processed"] == 1
+    assert info.counts.reused == 2 and info.counts.processed == 1
     assert caption(out, "red").startswith("hatsune miku, green background")
     assert tag_stage.read_probabilities(out).loc["green.jpg"].shape == (len(TAGS),)  # reused rows stay stored
 
@@ -164,8 +165,8 @@ def test_model_none_keeps_and_normalises_captions(images, tmp_path):
     (images / "bad.png").write_text("not an image")
     out = tmp_path / "out"
     info = tag(images, out)
-    assert info["tagger"] is None and not (out / "tags.parquet").exists()
-    assert [s["source"] for s in info["skipped"]] == ["bad.png"]  # checked even though no model ran
+    assert info.tagger is None and not (out / "tags.parquet").exists()
+    assert [s.source for s in info.skipped] == ["bad.png"]  # checked even though no model ran
     assert caption(out, "red") == "my oc, long hair, ^_^"
     assert caption(out, "green") == ""
     assert any("empty caption" in w for w in rows(out)["green.jpg"]["warnings"])
@@ -178,8 +179,8 @@ def test_bad_images_are_skipped_and_named(images, model, tmp_path):
     (images / "cut.png").write_bytes(good[: len(good) // 2])
     out = tmp_path / "out"
     info = tag(images, out, model=str(model), batch_size=2)
-    assert info["counts"]["out"] == 3 and info["counts"]["skipped"] == 3
-    assert {s["source"] for s in info["skipped"]} == {"empty.png", "text.png", "cut.png"}
+    assert info.counts.out == 3 and info.counts.skipped == 3
+    assert {s.source for s in info.skipped} == {"empty.png", "text.png", "cut.png"}
     assert caption(out, "red") == RED
 
 
@@ -188,7 +189,7 @@ def test_fixed_batch_models(images, tmp_path):
         model = build_tagger(tmp_path / f"fixed{batch}", batch=batch)
         out = tmp_path / f"out{batch}"
         info = tag(images, out, model=str(model), batch_size=8)
-        assert info["batch_size"] == batch and info["counts"]["out"] == 3
+        assert info.batch_size == batch and info.counts.out == 3
         assert caption(out, "red") == RED and caption(out, "green") == GREEN
 
 
@@ -199,7 +200,7 @@ def test_reads_upstream_manifest_and_keeps_its_fields(images, model, tmp_path):
     )
     out = tmp_path / "out"
     info = tag(images, out, model=str(model))
-    assert info["counts"]["out"] == 1 and info["carry"] == {"trigger": "oc"}
+    assert info.counts.out == 1 and info.carry == Carry(trigger="oc")
     assert rows(out)["red.png"]["upstream"] == {"tags": ["red background"], "background": "bg001"}
 
 
@@ -284,4 +285,4 @@ def test_a_changed_model_file_re_runs_the_model(images, tmp_path):
     quieter = [(n, c, w, 0.1 if n == "solo" else b) for n, c, w, b in TAGS]
     build_tagger(folder, tags=quieter)  # same path, new weights: must not be mistaken for the old model
     info = tag(images, out, model=str(folder))
-    assert info["counts"]["processed"] == 3 and "solo" not in caption(out, "red")
+    assert info.counts.processed == 3 and "solo" not in caption(out, "red")

@@ -53,7 +53,7 @@ def test_rewrite_outputs_links_manifest_and_carry(tmp_path):
     out = tmp_path / "out"
     info, reporter = run(src, out, RULES)
     assert snapshot(src) == before  # inputs untouched
-    assert info["counts"]["out"] == 3 and exit_code_for(info) == 0
+    assert info.counts.out == 3 and exit_code_for(info) == 0
     assert (out / "a.txt").read_text() == "sail_kun, 1girl, solo, very long hair, smile, blue eyes"
     assert (out / "b.txt").read_text() == "sail_kun, 1girl, short hair, Blue Eyes, outdoors, tree"
     assert (out / "c.txt").read_text() == "sail_kun"  # no caption: the trigger only (with a warning)
@@ -81,16 +81,16 @@ def test_rerun_reuses_and_changes_redo_only_what_they_affect(tmp_path):
     run(src, out, RULES)
     stamp = (out / "datakit.json").stat().st_mtime_ns
     info, _ = run(src, out, RULES)
-    assert info.get("nothing_to_do") and (out / "datakit.json").stat().st_mtime_ns == stamp
+    assert info.nothing_to_do and (out / "datakit.json").stat().st_mtime_ns == stamp
     (src / "b.txt").write_text("1girl, indoors")
     info, _ = run(src, out, RULES)
-    assert info["counts"]["processed"] == 1 and info["counts"]["reused"] == 2
+    assert info.counts.processed == 1 and info.counts.reused == 2
     assert (out / "b.txt").read_text() == "sail_kun, 1girl, indoors"
     info, _ = run(src, out, dict(RULES, trigger="other"))  # a rules change redoes every item
-    assert info["counts"]["processed"] == 3
+    assert info.counts.processed == 3
     assert (out / "a.txt").read_text().startswith("other, ")
     info, _ = run(src, out, dict(RULES, trigger="other"), force=True)
-    assert info["counts"]["processed"] == 3
+    assert info.counts.processed == 3
 
 
 def test_idempotent_stage_output(tmp_path):
@@ -131,8 +131,8 @@ def test_bad_image_in_user_folder_is_skipped_and_named(tmp_path):
     (src / "broken.txt").write_text("1girl")
     (src / "empty.png").write_bytes(b"")
     info, _ = run(src, tmp_path / "out", RULES)
-    assert info["counts"]["out"] == 3 and info["counts"]["skipped"] == 2
-    assert {s["source"] for s in info["skipped"]} == {"broken.png", "empty.png"}
+    assert info.counts.out == 3 and info.counts.skipped == 2
+    assert {s.source for s in info.skipped} == {"broken.png", "empty.png"}
     assert exit_code_for(info) == 3
     assert not (tmp_path / "out" / "broken.txt").exists()
 
@@ -146,7 +146,7 @@ def test_upstream_manifest_stage_condition_and_side_files(tmp_path):
     (src / "datakit.json").write_text(json.dumps({"stage": "composite", "carry": {"keep_tokens": 3}}))
     out = tmp_path / "out"
     info, _ = run(src, out, {"trigger": "sail_kun", "rule": [{"when_stage": "composite", "remove": "white background"}]})
-    assert info["counts"]["out"] == 2 and not (out / "contact_sheet.png").exists()
+    assert info.counts.out == 2 and not (out / "contact_sheet.png").exists()
     assert (out / "p1__bg000.txt").read_text() == "sail_kun, 1boy, outdoors"
     assert read_manifest(out)[0]["upstream"] == {"scene": "meadow"}
     assert read_stage_info(out)["carry"] == {"trigger": "sail_kun", "keep_tokens": 1}  # ours wins
@@ -159,7 +159,7 @@ def test_sample_rules_on_sample_subjects(tmp_path):
     rules = load_rules(root / "rules.toml")
     info = run_tags_rewrite(RewriteConfig(input_dir=root / "subjects", out_dir=tmp_path / "o", rules=rules),
                             Reporter(quiet=True))
-    assert info["counts"]["skipped"] == 0 and info["counts"]["out"] >= 1
+    assert info.counts.skipped == 0 and info.counts.out >= 1
     for txt in (tmp_path / "o").glob("*.txt"):
         tags = txt.read_text().split(", ")
         assert tags[0] == "sail_kun" and "white background" in tags and "simple background" in tags
@@ -190,7 +190,7 @@ def test_a_rule_entry_absent_beside_a_matching_one_is_not_called_misspelt(tmp_pa
     src = make_folder(tmp_path / "in", {"a": "1girl, white background", "b": "1girl, white background, outdoors"})
     doc = {"rule": [{"name": "scene", "if_tag": "white background", "remove": ["white background", "simple background"]}]}
     info, reporter = run(src, tmp_path / "out", doc)
-    assert info["rule_hits"]["rule 'scene': remove 'white background'"] == 2
+    assert info.rule_hits["rule 'scene': remove 'white background'"] == 2
     assert not any("simple background" in w for w in reporter.warnings)
 
 

@@ -244,7 +244,7 @@ def test_cli_end_to_end(tmp_path, sd1, capsys):
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_trains_from_a_single_file_checkpoint(tmp_path, family):
     """The base model as one original-layout .safetensors file + --config-dir (the tiny model's configs/tokenizers)."""
-    helpers = pytest.importorskip("test_diffusion_singlefile")  # the loader's own single-file writer
+    import test_diffusion_singlefile as helpers  # the loader's own single-file writer
     from datakit.testing import build_tiny_pipeline as build_shared_tiny
 
     pipe = build_shared_tiny(family, seed=2)
@@ -259,7 +259,6 @@ def test_trains_from_a_single_file_checkpoint(tmp_path, family):
 
 def test_trains_on_a_real_emit_output(tmp_path, sd1, capsys):
     """The chain as users run it: `datakit emit` lays out the dataset, `datakit train` reads it (and its plan)."""
-    pytest.importorskip("datakit.stages.emit")
     from datakit.cli.main import main
 
     src = write_tiny_dataset(tmp_path / "gen", images=2, size=64, toml=False) / "img" / "2_sks"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datakit.errors import UsageError
+from datakit.results import StageResult
 
 ENGINES = ("procedural", "sdxl", "folder")
 FORMATS = ("png", "jpg")
@@ -52,6 +53,24 @@ class BackgroundsConfig:
     crop: str = "center"  # center | random
     ground_y: float | None = -1.0  # folder engine: where the ground is; -1: the default (0.82); None: no ground
     extra: dict = field(default_factory=dict)  # free-form, recorded in datakit.json
+
+
+@dataclass(kw_only=True)
+class BackgroundsResult(StageResult):
+    """What a backgrounds run made: the common counts plus the engine and what drove it."""
+
+    engine: str = "procedural"
+    scenes: list[str] | None = None  # procedural: the scene families drawn
+    # sdxl: the model and how it sampled.
+    family: str | None = None
+    model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    device: str | None = None
+    batch_size: int | None = None
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset(
+        {"scenes", "family", "model", "steps", "guidance", "device", "batch_size"})
 
 
 def check_config(cfg: BackgroundsConfig) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, config_dict, env_model
+from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, BackgroundsResult, config_dict, env_model
 from datakit.backgrounds.outputs import base_row, bg_name, write_outputs
 from datakit.console import Reporter
 from datakit.errors import ModelNotFoundError, StageError, UsageError
@@ -143,7 +143,7 @@ def plan_tasks(cfg: BackgroundsConfig, reporter: Reporter) -> list[Task]:
     return tasks
 
 
-def run_diffusion(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
+def run_diffusion(cfg: BackgroundsConfig, reporter: Reporter) -> BackgroundsResult | None:
     """The sdxl engine's whole run: plan, load the model only if there is work, generate in batches, finish."""
     if cfg.width % 8 or cfg.height % 8:
         raise UsageError(f"size {cfg.width}x{cfg.height}: width and height must be multiples of 8 for diffusion models")
@@ -165,7 +165,7 @@ def run_diffusion(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
     todo = run.plan(tasks)
     if not todo and run.nothing_to_do():
         reporter.info(f"backgrounds: nothing to do, all {len(tasks)} images are up to date in {run.out} (--force redoes them)")
-        return run.summary_from_previous()
+        return run.summary_from_previous(BackgroundsResult)
     device = str(state.device) if state is not None and state.num_processes > 1 else resolve_device(cfg.device, reporter)
     pipe, family = load_for_generation(cfg, device, reporter)
     if main:
@@ -199,13 +199,12 @@ def run_diffusion(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
     if state is not None and state.num_processes > 1:
         state.wait_for_everyone()
         if not main:
-            return {}
+            return None  # the main process reports the run
         for task in todo:  # the other processes' images: rebuilt rows, trusted when the files exist
             if task.key not in results:
                 run.record(task, _result_from_disk(task, cfg))
-    extra = {"engine": "sdxl", "family": family, "model": cfg.model, "steps": steps, "guidance": guidance,
-             "device": device, "batch_size": cfg.batch_size}
-    return run.finish(extra=extra)
+    return run.finish(BackgroundsResult(engine="sdxl", family=family, model=cfg.model, steps=steps, guidance=guidance,
+                                        device=device, batch_size=cfg.batch_size))
 
 
 def _generate_batch(pipe, batch: list[Task], cfg, steps: int, guidance: float) -> list[TaskResult]:

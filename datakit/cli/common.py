@@ -45,15 +45,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on
 INTERRUPTED = "interrupted; finished items are kept and a re-run continues from them"
 
 
-def execute(work: Callable[["Reporter"], Optional[dict]], *, quiet: bool = False, json_mode: bool = False) -> None:  # noqa: F821
+def execute(work: Callable[["Reporter"], "StageResult | dict | None"], *, quiet: bool = False, json_mode: bool = False) -> None:  # noqa: F821
     """Run a stage function with a Reporter; print its summary; exit with the documented code."""
     from datakit.console import Reporter
+    from datakit.results import StageResult
     from datakit.stage import exit_code_for
 
     reporter = Reporter(quiet=quiet, json_mode=json_mode)
     with _interrupts(json_mode):
         try:
-            info = work(reporter)
+            result = work(reporter)
         except DatakitError as exc:
             _fail(str(exc), exc.exit_code, json_mode)
         except KeyboardInterrupt:
@@ -61,9 +62,11 @@ def execute(work: Callable[["Reporter"], Optional[dict]], *, quiet: bool = False
         except Exception as exc:  # a bug: show where, ask for a report
             traceback.print_exc()
             _fail(f"internal error: {type(exc).__name__}: {exc} (this is a datakit bug; please report it)", EXIT_INTERNAL, json_mode)
-    if isinstance(info, dict):
-        reporter.summary(info)
-        raise typer.Exit(exit_code_for(info))
+    if isinstance(result, dict):  # a datakit.json object from a command without a result type of its own (train)
+        result = StageResult.from_json(result)
+    if isinstance(result, StageResult):
+        reporter.summary(result)
+        raise typer.Exit(exit_code_for(result))
     raise typer.Exit(EXIT_OK)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +16,9 @@ MAX_IMAGES = 400  # beyond this the thumbnails get too small to judge anything
 CELL = 192  # thumbnail size in pixels
 
 
-def _thumb(path: Path, cell: int) -> Image.Image | None:
+def _thumb(source: Path | bytes, cell: int) -> Image.Image | None:
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             img.draft("RGB", (cell, cell))  # JPEG: decode at reduced size, much faster
             img = img.convert("RGB")
             img.thumbnail((cell, cell), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -41,12 +42,13 @@ def _label(name: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
 
 
 def make_contact_sheet(
-    files: list[Path], dest: Path, *, thumbnails: dict[Path, Path] | None = None, cell: int = CELL,
+    files: list[Path], dest: Path, *, previews: dict[Path, bytes | None] | None = None, cell: int = CELL,
     columns: int | None = None, workers: int = 2,
 ) -> int:
     """Write `dest` (PNG) with up to MAX_IMAGES thumbnails and their names; returns how many are shown.
 
-    `thumbnails` maps a file to a ready small copy of it (used when it exists, else the file is decoded).
+    `previews` maps a file to a ready small copy of it (encoded image bytes, at most `cell` pixels a
+    side); files without one are decoded.
     """
     files = list(files)[:MAX_IMAGES]
     if not files:
@@ -60,8 +62,8 @@ def make_contact_sheet(
     font = ImageFont.load_default()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # decoding releases the GIL
         def load(path: Path) -> Image.Image | None:
-            small = (thumbnails or {}).get(path)
-            return _thumb(small if small is not None and small.is_file() else path, cell)
+            small = (previews or {}).get(path)
+            return _thumb(small if small is not None else path, cell)
 
         thumbs = list(pool.map(load, files))
     for i, (path, thumb) in enumerate(zip(files, thumbs)):

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from datakit.captions import parse_caption
-from datakit.errors import ImageError
+from datakit.errors import ImageError, UsageError
 from datakit.imageio import open_image
-from datakit.inputs import InputItem, read_caption_file
+from datakit.inputs import InputItem, discover, read_caption_file
 
 # A background smaller than this (shorter side, pixels) is a thumbnail or a mistake, not a scene.
 MIN_BACKGROUND_SIDE = 64
@@ -53,6 +53,37 @@ class Background:
     # "none" (nobody: the composite worker estimates it from the image, see horizon.py).
     ground_source: str = "none"
     scene: str | None = None
+
+
+def load_subjects(folder: Path) -> tuple[list[Subject], list[dict], dict | None]:
+    """Usable cut-outs (checked once here), the unusable ones with their reasons, and upstream info."""
+    inputs = discover(folder, stage="composite")
+    if not inputs.items:
+        raise UsageError(f"no images in {folder} (expected RGBA cut-outs, e.g. the output of `datakit cutout`)")
+    subjects, skipped = [], list(inputs.skipped)
+    for item in inputs.items:
+        try:
+            subjects.append(check_subject(item))
+        except ImageError as exc:
+            skipped.append({"source": item.key, "reason": str(exc)})
+    if not subjects:
+        reasons = "; ".join(f"{s['source']}: {s['reason']}" for s in skipped[:3])
+        raise UsageError(f"no usable cut-outs in {folder} ({reasons})")
+    return subjects, skipped, inputs.upstream
+
+
+def check_backgrounds(folder: Path) -> tuple[list[Background], list[dict]]:
+    """Usable backgrounds of a folder, and the unusable ones (named `folder/file`) with their reasons."""
+    inputs = discover(folder, stage="composite")
+    usable, skipped = [], []
+    for entry in inputs.skipped:
+        skipped.append({"source": f"{folder.name}/{entry['source']}", "reason": entry["reason"]})
+    for item in inputs.items:
+        try:
+            usable.append(check_background(item))
+        except ImageError as exc:
+            skipped.append({"source": f"{folder.name}/{item.key}", "reason": str(exc)})
+    return usable, skipped
 
 
 def alpha_bbox(alpha: np.ndarray, threshold: int = ALPHA_THRESHOLD) -> tuple[int, int, int, int] | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from datakit.captions import canonical, split_caption
 from datakit.emit.balance import Plan
+from datakit.emit.validation import Findings
 from datakit.imageio import write_text_atomic
 from datakit.tags.stats import collect_stats, short_list
 
@@ -100,22 +101,16 @@ def _stats_table(stats: dict[str, dict]) -> list[str]:
     return parts
 
 
-def _img_tag(out: Path, row: dict) -> str:
-    # Only a thumbnail the row owns (its outputs are checked inside OUT): a hand-edited manifest must
-    # not pull another file into the page.
-    if row.get("thumb") not in row.get("outputs", []):
+def _img_tag(row: dict, preview: bytes | None) -> str:
+    if preview is None:
         return '<span class="warn">(thumbnail missing)</span>'
-    thumb = out / row["thumb"]
-    try:
-        data = base64.b64encode(thumb.read_bytes()).decode("ascii")
-    except OSError:
-        return '<span class="warn">(thumbnail missing)</span>'
+    data = base64.b64encode(preview).decode("ascii")
     return f'<img alt="{html.escape(row["file"])}" src="data:image/jpeg;base64,{data}">'
 
 
-def render(out: Path, *, plan: Plan, folders: dict, rows: list[dict], findings: dict, trigger, keep_tokens,
-           stats: dict | None = None) -> str:
-    """The report page as HTML text."""
+def render(*, plan: Plan, folders: dict, rows: list[dict], previews: dict[str, bytes | None], findings: Findings,
+           trigger, keep_tokens, stats: dict | None = None) -> str:
+    """The report page as HTML text; `previews` holds each row's picture (a small JPEG) by its key."""
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>datakit dataset report</title>",
@@ -142,8 +137,9 @@ def render(out: Path, *, plan: Plan, folders: dict, rows: list[dict], findings: 
         "no_caption": "images without a caption", "caption_clash": ".txt/.caption clashes",
         "caption_from_dot_caption": "captions taken from .caption files", "flattened": "transparent images flattened",
     }
+    found = findings.to_json()
     for key, label in labels.items():
-        items = findings.get(key, [])
+        items = found.get(key, [])
         cls = "warn" if items else "note"
         detail = ""
         if items:
@@ -171,13 +167,13 @@ def render(out: Path, *, plan: Plan, folders: dict, rows: list[dict], findings: 
         parts.append("<div class='grid'>")
         for r in members:
             caption = r.get("caption") or "(no caption: class tokens)"
-            parts.append(f"<figure>{_img_tag(out, r)}<figcaption><span class='file'>{e(Path(r['file']).name)}</span>"
+            parts.append(f"<figure>{_img_tag(r, previews.get(r['key']))}<figcaption><span class='file'>{e(Path(r['file']).name)}</span>"
                          f"<span class='caption'>{e(caption)}</span></figcaption></figure>")
         parts.append("</div>")
     parts.append(f"<script>{_CHECK}</script></body></html>\n")
     return "\n".join(parts)
 
 
-def write_report(out: Path, **kwargs) -> None:
-    """Write OUT/report.html atomically."""
-    write_text_atomic(out / "report.html", render(out, **kwargs))
+def write_report(dest: Path, **kwargs) -> None:
+    """Write the report page (OUT/report.html) atomically; see render for the arguments."""
+    write_text_atomic(dest, render(**kwargs))

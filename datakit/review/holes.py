@@ -40,7 +40,7 @@ class HolesWriter:
 
     def __call__(self, decisions: dict[str, Decision], items: list[ReviewItem]) -> str | None:
         """Write the file when any region is decided (or it exists already); its name, or None."""
-        from datakit.cutout.holes_file import HoleChoice, read_holes, write_holes
+        from datakit.cutout.holes_file import read_holes, with_decision, write_holes
 
         dest = self.out / HOLES_FILE
         choices = read_holes(self.base) if self.base is not None and self.base.is_file() else {}
@@ -51,11 +51,8 @@ class HolesWriter:
                 continue
             decided = True
             stem = item.facts.cutout_stem or item.path.stem
-            old = choices.get(stem, HoleChoice())
-            named = set(d.holes)
-            cut = (set(old.cut) - named) | {n for n, a in d.holes.items() if a == "cut"}
-            keep = (set(old.keep) - named) | {n for n, a in d.holes.items() if a == "keep"}
-            choices[stem] = HoleChoice(cut=tuple(sorted(cut)), keep=tuple(sorted(keep)))
+            for number, action in d.holes.items():
+                choices = with_decision(choices, stem, number, action)
         if not decided and not dest.exists():
             return None
         write_holes(dest, choices, header=HEADER)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, check_config, config_dict
+from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, BackgroundsResult, check_config, config_dict
 from datakit.backgrounds.outputs import base_row, bg_name, write_outputs
 from datakit.captions import parse_caption
 from datakit.console import Reporter
@@ -23,11 +23,12 @@ from datakit.imageio import is_image_name, open_image
 from datakit.stage import StageRun, Task, TaskResult, default_workers, run_simple_stage
 
 # The stage's public face: callers (the CLI, composite) take the config and names from here.
-__all__ = ["DEFAULT_NEGATIVE", "BackgroundsConfig", "bg_name", "match_procedural", "procedural_plan", "run_backgrounds"]
+__all__ = ["DEFAULT_NEGATIVE", "BackgroundsConfig", "BackgroundsResult", "bg_name", "match_procedural", "procedural_plan", "run_backgrounds"]
 
 
-def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter | None = None) -> dict:
-    """Make the backgrounds in cfg.out_dir; returns the datakit.json info."""
+def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter | None = None) -> BackgroundsResult | None:
+    """Make the backgrounds in cfg.out_dir; returns what the run did (None in the helper processes of a
+    multi-GPU run, which report nothing)."""
     reporter = reporter or Reporter(quiet=True)
     check_config(cfg)
     if cfg.engine == "folder":
@@ -101,7 +102,7 @@ def _draw_one(task: Task, shared: dict) -> TaskResult:
     return TaskResult(key=task.key, outputs=outputs, row=row)
 
 
-def _run_procedural(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
+def _run_procedural(cfg: BackgroundsConfig, reporter: Reporter) -> BackgroundsResult:
     plan = procedural_plan(cfg, reporter)
     tasks = []
     for i, (scene, prompt) in enumerate(plan):
@@ -113,7 +114,7 @@ def _run_procedural(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
     shared = {"out": str(cfg.out_dir), "format": cfg.format}
     scenes = sorted({s.name for s, _ in plan})
     return run_simple_stage(run, tasks, _draw_one, workers=workers, shared=shared, description="backgrounds",
-                            extra={"engine": "procedural", "scenes": scenes})
+                            result=BackgroundsResult(engine="procedural", scenes=scenes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def _crop_one(task: Task, shared: dict) -> TaskResult:
     return TaskResult(key=task.key, outputs=outputs, row=row, warnings=loaded.notes)
 
 
-def _run_folder(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
+def _run_folder(cfg: BackgroundsConfig, reporter: Reporter) -> BackgroundsResult:
     from datakit.backgrounds.scenes import DEFAULT_GROUND_Y, normalise_tags
     from datakit.inputs import discover
 
@@ -185,5 +186,5 @@ def _run_folder(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
     workers = cfg.workers or default_workers()
     shared = {"out": str(cfg.out_dir), "format": cfg.format}
     return run_simple_stage(run, tasks, _crop_one, workers=workers, shared=shared, description="backgrounds",
-                            extra={"engine": "folder"})
+                            result=BackgroundsResult(engine="folder"))
 

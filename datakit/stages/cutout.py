@@ -10,6 +10,7 @@ OUT/review.png shows every cut-out and every decision about an enclosed region.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from datakit.console import Reporter
 from datakit.errors import ImageError, UsageError
 from datakit.imageio import link_or_copy, open_image, save_png_array_atomic
 from datakit.inputs import discover
+from datakit.results import Record, StageResult
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 METHODS = ("flat", "rembg", "auto")
@@ -47,6 +49,26 @@ class CutoutConfig:
     force: bool = False
     holes_file: Path | None = None  # holes.toml: regions to cut or keep, per image stem
     review: bool = True  # write OUT/review.png
+
+
+@dataclass
+class Segmenter(Record):
+    """The segmenter a run loaded: its model and the ONNX Runtime providers it ran on."""
+
+    model: str = ""
+    providers: list[str] | None = None
+
+
+@dataclass(kw_only=True)
+class CutoutResult(StageResult):
+    """What a cutout run did: the common counts plus the method and, when a model ran, the segmenter."""
+
+    method: str = "flat"
+    holes_file: str | None = None  # the holes.toml that decided enclosed regions, if any
+    review: str | None = None  # the review sheet written in OUT (None when --no-review)
+    segmenter: Segmenter | None = None  # only when the run loaded one (rembg, or auto that needed it)
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset({"segmenter"})
 
 
 class NeedsModel(ImageError):
@@ -186,7 +208,7 @@ def _config_dict(cfg: CutoutConfig, model_label: str | None) -> dict:
     return d
 
 
-def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
+def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> CutoutResult:
     """Run the cutout stage from IN to OUT; returns the datakit.json info."""
     from datakit.cutout.cut import CutOptions
     from datakit.cutout.holes import HOLE_POLICIES
@@ -247,12 +269,12 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
     shared = _Shared(method=cfg.method, options=options, segmenter=spec, review=cfg.review)
     # A segmenter session is loaded once and reused: model methods run in this process.
     workers = 1 if spec is not None else (cfg.workers or default_workers())
-    extra: dict = {"method": cfg.method, "holes_file": str(cfg.holes_file) if cfg.holes_file else None}
+    result = CutoutResult(method=cfg.method, holes_file=str(cfg.holes_file) if cfg.holes_file else None)
     todo = run.begin(tasks)
     if todo is None:
         if cfg.review and not (out / REVIEW).exists():
             _write_review(run, out)
-        return run.summary_from_previous()
+        return run.summary_from_previous(CutoutResult)
     if spec is not None and cfg.method in ("rembg", "flat") and todo:
         _load_and_report(spec, reporter)  # load before the bar starts, so a bad model fails at once
     run.invalidate()
@@ -261,23 +283,23 @@ def run_cutout(cfg: CutoutConfig, reporter: Reporter) -> dict:
         from datakit.models.segmenters import loaded_segmenter
 
         seg = loaded_segmenter(spec)
-        extra["segmenter"] = {"model": spec.label, "providers": seg.providers if seg else None}
+        result.segmenter = Segmenter(model=spec.label, providers=seg.providers if seg else None)
         if seg is not None and cfg.method == "auto":  # loaded on first use, by an image that needed it
             reporter.info(f"segmenter {spec.label} runs on {seg.provider}")
             for note in seg.notes:
                 reporter.warn(note)
     if cfg.review:
-        extra["review"] = REVIEW if _write_review(run, out) else None
+        result.review = REVIEW if _write_review(run, out) else None
     _report_flagged(run, reporter, out, cfg.review)
-    info = run.finish(extra=extra)
-    needs = [r for r in info.get("skipped", []) if "not one flat backdrop" in r.get("reason", "")]
+    result = run.finish(result)
+    needs = [r for r in result.skipped if "not one flat backdrop" in r.reason]
     if needs:
         reporter.warn(f"{len(needs)} image(s) need a segmenter: --method rembg --model NAME_OR_PATH")
     unsure = [r["source"] for r in run.rows.values() if r.get("confidence") == "low" and r.get("key") in run.results]
     if unsure:
         shown = ", ".join(unsure[:5]) + (" ..." if len(unsure) > 5 else "")
         reporter.warn(f"{len(unsure)} cut-out(s) with low confidence, check them (manifest 'warnings'): {shown}")
-    return info
+    return result
 
 
 def _load_and_report(spec, reporter: Reporter) -> None:

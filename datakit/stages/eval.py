@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from datakit.evaluate.scenes import BUILTIN_SCENES, EvalScene, read_scenes_file,
 from datakit.imageio import open_image, remove_stale_temporaries, save_png_array_atomic
 from datakit.manifest import hash_file, hash_json
 from datakit.paths import safe_name
+from datakit.results import StageResult
 from datakit.stage import StageRun, Task, TaskResult
 
 SAMPLES_DIR = "samples"
@@ -67,6 +68,25 @@ class EvalConfig:
     def sampling(self) -> SamplingOptions:
         return SamplingOptions(steps=self.steps, guidance=self.guidance, width=self.width, height=self.height,
                                batch_size=self.batch_size, negative_prompt=self.negative_prompt)
+
+
+@dataclass(kw_only=True)
+class EvalStageResult(StageResult):
+    """What an eval run did: the common counts plus the report's files and headline rows.
+
+    (Named apart from evaluate.core.EvalResult, the measurement itself.)"""
+
+    report_hash: str = ""  # what the report depends on besides the samples: a change rebuilds it
+    report_files: list[str] = field(default_factory=list)
+    family: str | None = None
+    device: str = "cpu"
+    batch_size: int = 4
+    clip_model: str | None = None
+    subject: list[str] = field(default_factory=list)  # the cut-outs subject presence was measured against
+    overall: list[dict] = field(default_factory=list)  # one MetricRow per model, over every scene
+    not_measured: dict[str, str] = field(default_factory=dict)  # metric -> why it was not measured
+    lora_strength: float = 1.0
+    hypernetwork_strength: float = 1.0
 
 
 def _check(cfg: EvalConfig) -> None:
@@ -167,8 +187,8 @@ def _report_hash(cfg: EvalConfig, clip_name: str | None, cutout_files: list[Path
     })
 
 
-def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
-    """Draw, measure and report in cfg.out_dir; returns the datakit.json info."""
+def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> EvalStageResult:
+    """Draw, measure and report in cfg.out_dir; returns what the run did."""
     from datakit.backgrounds.diffusion_engine import DTYPES, SCHEDULERS, resolve_device
     from datakit.captions import check_trigger
     from datakit.evaluate.adapters import open_adapter
@@ -212,7 +232,7 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
     if not todo and run.nothing_to_do() and report_ready:
         reporter.info(f"eval: nothing to do, all {len(tasks)} samples and the report are up to date in {out} "
                       "(--force redoes them)")
-        return run.summary_from_previous()
+        return run.summary_from_previous(EvalStageResult)
     todo_keys = {t.key for t in todo}
     todo_keys |= {t.key for t in tasks if t.key not in todo_keys and not _readable(out, t)}  # damaged: redraw
     todo = [t for t in tasks if t.key in todo_keys]
@@ -245,11 +265,11 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
         run.save_progress()
         raise
     files = _write_report(result, out, run, reporter, clip_name=clip_name, subject=cutout_names)
-    extra = {"report_hash": report_hash, "report_files": files, "family": family, "device": device,
-             "batch_size": cfg.batch_size, "clip_model": clip_name, "subject": cutout_names,
-             "overall": [asdict(r) for r in result.overall], "not_measured": result.not_measured,
-             "lora_strength": cfg.lora_strength, "hypernetwork_strength": cfg.hypernetwork_strength}
-    return run.finish(extra=extra)
+    return run.finish(EvalStageResult(
+        report_hash=report_hash, report_files=files, family=family, device=device, batch_size=cfg.batch_size,
+        clip_model=clip_name, subject=cutout_names, overall=[asdict(r) for r in result.overall],
+        not_measured=result.not_measured, lora_strength=cfg.lora_strength, hypernetwork_strength=cfg.hypernetwork_strength,
+    ))
 
 
 def _readable(out: Path, task: Task) -> bool:

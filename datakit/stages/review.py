@@ -15,7 +15,7 @@ Decisions are per item and image content hash, so a re-run with the same decisio
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datakit.captions import canonical
@@ -28,6 +28,7 @@ from datakit.paths import printable
 from datakit.review.decisions import DECISIONS_FILE, REJECT_REASON, Decision, read_decisions, write_decisions
 from datakit.review.items import ReviewItem, ReviewSet, collect
 from datakit.review.resolve import resolve
+from datakit.results import Record, StageResult
 from datakit.stage import StageRun, Task, TaskResult
 
 STAGE = "review"
@@ -51,6 +52,27 @@ class ReviewConfig:
     @property
     def mode(self) -> str:
         return "accept-all" if self.accept_all else "decisions" if self.decisions is not None else "browser"
+
+
+@dataclass
+class ReviewCounts(Record):
+    """What the decisions did to the items, and where they came from (datakit.json `review`)."""
+
+    kept: int = 0
+    rejected: int = 0
+    edited: int = 0  # kept with an edited caption
+    undecided: int = 0  # kept because nothing was decided about them
+    mode: str = "browser"
+    decided_by: str = ""
+    decisions_file: str = DECISIONS_FILE
+    holes_file: str | None = None
+
+
+@dataclass(kw_only=True)
+class ReviewResult(StageResult):
+    """What a review run wrote: the common counts plus the review's own."""
+
+    review: ReviewCounts = field(default_factory=ReviewCounts)
 
 
 def check_host(host: str) -> str:
@@ -158,8 +180,8 @@ def _reuse_rejected(run: StageRun, todo: list[Task]) -> list[Task]:
 
 
 def write_output(cfg: ReviewConfig, review: ReviewSet, decisions: dict[str, Decision], reporter: Reporter,
-                 *, by: str, holes=None) -> dict:
-    """Write OUT from the decisions (undecided items are kept); returns the datakit.json info.
+                 *, by: str, holes=None) -> ReviewResult:
+    """Write OUT from the decisions (undecided items are kept); returns what the run did.
 
     `holes` (a callable) writes OUT/holes.toml from the decisions and returns its name, or None.
     """
@@ -171,23 +193,23 @@ def write_output(cfg: ReviewConfig, review: ReviewSet, decisions: dict[str, Deci
     if not todo and run.nothing_to_do():
         write_decisions(out / DECISIONS_FILE, decisions)  # only when it changed (decisions about other items)
         reporter.info(f"review: nothing to do, all {len(tasks)} items are up to date in {out} (--force redoes them)")
-        return run.summary_from_previous()
+        return run.summary_from_previous(ReviewResult)
     if run.reused:
         reporter.info(f"review: {run.reused} items unchanged, {len(todo)} to do")
     run.invalidate()
     run.map(_write_item, todo, workers=1, description="review")  # links and small files: no pool needed
     write_decisions(out / DECISIONS_FILE, decisions)
     rows = [run.rows[t.key] for t in tasks if t.key in run.rows]
-    counts = {
-        "kept": sum(1 for r in rows if r.get("status") == "ok"),
-        "rejected": sum(1 for r in rows if r.get("status") == "rejected"),
-        "edited": sum(1 for r in rows if r.get("status") == "ok" and r.get("edited")),
-        "undecided": sum(1 for t in tasks if resolve(t.payload["item"], decisions.get(t.key)).action is None),
-    }
-    reporter.info(f"review: {counts['kept']} kept ({counts['edited']} captions edited), {counts['rejected']} rejected "
+    counts = ReviewCounts(
+        kept=sum(1 for r in rows if r.get("status") == "ok"),
+        rejected=sum(1 for r in rows if r.get("status") == "rejected"),
+        edited=sum(1 for r in rows if r.get("status") == "ok" and r.get("edited")),
+        undecided=sum(1 for t in tasks if resolve(t.payload["item"], decisions.get(t.key)).action is None),
+        mode=cfg.mode, decided_by=by, decisions_file=DECISIONS_FILE, holes_file=holes_file,
+    )
+    reporter.info(f"review: {counts.kept} kept ({counts.edited} captions edited), {counts.rejected} rejected "
                   f"(listed in {MANIFEST} as {REJECT_REASON!r}); decisions in {out / DECISIONS_FILE}")
-    extra = {"review": dict(counts, mode=cfg.mode, decided_by=by, decisions_file=DECISIONS_FILE, holes_file=holes_file)}
-    return run.finish(extra=extra)
+    return run.finish(ReviewResult(review=counts))
 
 
 # -- the three modes -----------------------------------------------------------------------------
@@ -230,8 +252,8 @@ def _from_file(cfg: ReviewConfig, review: ReviewSet, reporter: Reporter) -> dict
     return decisions
 
 
-def run_review(cfg: ReviewConfig, reporter: Reporter, *, on_ready=None) -> dict:
-    """Run the review stage in the mode the options ask for; returns the datakit.json info.
+def run_review(cfg: ReviewConfig, reporter: Reporter, *, on_ready=None) -> ReviewResult:
+    """Run the review stage in the mode the options ask for; returns what the last write of OUT did.
 
     `on_ready(running)` is called once the browser mode's server listens (default: print its address).
     """
@@ -254,7 +276,7 @@ def run_review(cfg: ReviewConfig, reporter: Reporter, *, on_ready=None) -> dict:
     return _browse(cfg, host, review, reporter, holes, on_ready)
 
 
-def _browse(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready) -> dict:
+def _browse(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready) -> ReviewResult:
     """Serve the page until the user finishes (or presses Ctrl-C); returns the last save's info."""
     from datakit.lock import acquire
 
@@ -272,7 +294,7 @@ def _browse(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter,
         lock.release()
 
 
-def _serve_session(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready, out: Path) -> dict:
+def _serve_session(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Reporter, holes, on_ready, out: Path) -> ReviewResult:
     """The session itself, with OUT locked."""
     from datakit.review.images import Pictures
     from datakit.review.server import serve
@@ -290,8 +312,9 @@ def _serve_session(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Re
         reporter.warn(f"listening on {host}, not only this machine: anyone who reaches it with the address can change OUT")
 
     def save(current: dict[str, Decision]) -> dict:
+        """One Save on the page: OUT written; the session and the page get the datakit.json object."""
         child = Reporter(quiet=reporter.quiet, json_mode=reporter.json_mode, console=reporter.err)
-        return write_output(cfg, review, current, child, by="browser", holes=holes)
+        return write_output(cfg, review, current, child, by="browser", holes=holes).to_json()
 
     context = {
         "input": str(cfg.input_dir), "output": str(out), "stages": list(review.upstream.get("stages", [])) if review.upstream else [],
@@ -316,11 +339,11 @@ def _serve_session(cfg: ReviewConfig, host: str, review: ReviewSet, reporter: Re
     try:
         serve(session, Pictures(review.folder), host=host, port=cfg.port, on_ready=ready)
     except KeyboardInterrupt:
-        if session.saves and not session.changes:
-            return session.last_info  # saved, nothing since: a normal way to stop the server
+        if session.saves and not session.changes:  # saved, nothing since: a normal way to stop the server
+            return ReviewResult.from_json(session.last_info)
         if session.changes:
             reporter.warn(f"{session.changes} change(s) not saved: they stay in {draft} and come back next time")
         raise
     if session.last_info is None:  # the server stopped without a Save (it never does by itself)
         raise KeyboardInterrupt
-    return session.last_info
+    return ReviewResult.from_json(session.last_info)

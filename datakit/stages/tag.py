@@ -10,14 +10,12 @@ tag_frequency.csv, datakit.json last.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,9 +27,14 @@ from datakit.inputs import InputItem, discover
 from datakit.models.onnx_providers import cuda_driver_present
 from datakit.manifest import hash_file
 from datakit.models import taggers
+from datakit.results import StageResult
 from datakit.stage import StageRun, Task, TaskResult, default_workers
+from datakit.tagging.batches import infer
+from datakit.tagging.store import PROBS_FILE, file_stamp, read_probabilities, read_store, stored_model_hash, write_store
 
-PROBS_FILE = "tags.parquet"
+# The stage's public face: read_probabilities is how users (and tests) read OUT/tags.parquet.
+__all__ = ["TagConfig", "TagResult", "merge_caption", "read_probabilities", "run_tag"]
+
 # Batches always run at one shape (padded), so the shape must stay affordable: 256 x 448 px float32
 # is 0.6 GB of input.
 MAX_BATCH = 256
@@ -61,6 +64,21 @@ class TagConfig:
     top: int = 20
     workers: int | None = None
     force: bool = False
+
+
+@dataclass(kw_only=True)
+class TagResult(StageResult):
+    """What a tag run did: the common counts plus the tagger and where it ran."""
+
+    model_name: str | None = None
+    device_requested: str = "auto"
+    # Only when the model ran this time (everything else reused or re-thresholded: no session).
+    provider: str | None = None
+    batch_size: int | None = None
+    input_size: int | None = None
+    tagger: str | None = None  # "wd14", or None: the given captions were kept
+
+    WRITTEN_WHEN_SET: ClassVar[frozenset[str]] = frozenset({"provider", "batch_size", "input_size"})
 
 
 @dataclass
@@ -122,61 +140,6 @@ def _tag_item(task: Task, probs: np.ndarray | None, model: _Model | None, cfg: T
 
 
 # ---------------------------------------------------------------------------------------------
-# Stored probabilities (OUT/tags.parquet)
-# ---------------------------------------------------------------------------------------------
-
-
-def _read_store(out: Path) -> tuple[dict, dict[str, tuple[str, np.ndarray]]]:
-    """(metadata, {key: (image hash, probabilities)}) from OUT/tags.parquet; empty when absent or unreadable."""
-    path = out / PROBS_FILE
-    if not path.is_file():
-        return {}, {}
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {}).get(b"datakit", b"{}"))
-        keys = table.column("key").to_pylist()
-        hashes = table.column("image_hash").to_pylist()
-        flat = table.column("probs").combine_chunks().flatten().to_numpy().astype(np.float32)
-    except Exception:
-        return {}, {}  # a damaged store only costs a re-run of the model
-    width = len(meta.get("names", [])) or (len(flat) // max(1, len(keys)))
-    rows = {k: (h, flat[i * width : (i + 1) * width]) for i, (k, h) in enumerate(zip(keys, hashes))}
-    return meta, rows
-
-
-def _write_store(out: Path, meta: dict, rows: dict[str, tuple[str, np.ndarray]], files: dict[str, str]) -> None:
-    """Write OUT/tags.parquet atomically: one row per item (key, file, image hash, probabilities)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    keys = list(rows)
-    width = len(meta["names"])
-    flat = np.concatenate([rows[k][1] for k in keys]).astype(np.float32) if keys else np.zeros(0, np.float32)
-    probs = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), width)
-    table = pa.table(
-        {"key": keys, "file": [files.get(k) for k in keys], "image_hash": [rows[k][0] for k in keys], "probs": probs}
-    ).replace_schema_metadata({"datakit": json.dumps(meta)})
-    with atomic_path(out / PROBS_FILE) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_probabilities(out_dir: str | os.PathLike):
-    """OUT/tags.parquet as a pandas DataFrame: one row per image file, one column per tag (for analysis)."""
-    import pandas as pd
-
-    meta, rows = _read_store(Path(out_dir))
-    if not rows:
-        raise UsageError(f"no readable {PROBS_FILE} in {out_dir}")
-    import pyarrow.parquet as pq
-
-    files = pq.read_table(Path(out_dir) / PROBS_FILE, columns=["key", "file"]).to_pydict()
-    index = [f or k for k, f in zip(files["key"], files["file"])]
-    return pd.DataFrame(np.stack([p for _, p in rows.values()]), index=index, columns=meta["names"])
-
-
-# ---------------------------------------------------------------------------------------------
 # The model side
 # ---------------------------------------------------------------------------------------------
 
@@ -184,7 +147,7 @@ def read_probabilities(out_dir: str | os.PathLike):
 def _load_model(cfg: TagConfig, name: str, reporter: Reporter) -> _Model | None:
     """Resolve the tagger (or the stored one for --rethreshold); None for --model none."""
     if cfg.rethreshold:
-        meta, rows = _read_store(cfg.out_dir)
+        meta, rows = read_store(cfg.out_dir)
         if not rows:
             raise UsageError(f"--rethreshold needs {cfg.out_dir / PROBS_FILE} from an earlier run with a model")
         if cfg.model or os.environ.get(taggers.ENV_MODEL):
@@ -202,88 +165,7 @@ def _load_model(cfg: TagConfig, name: str, reporter: Reporter) -> _Model | None:
         return None
     files = taggers.resolve_tagger(name)
     labels = taggers.read_labels(files.labels)
-    return _Model(files, labels, _model_hash(files.model, cfg.out_dir), hash_file(files.labels))
-
-
-def _file_stamp(path: Path) -> list:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def _model_hash(path: Path, out: Path) -> str:
-    """The model file's content hash; taken from OUT/tags.parquet when the file is unchanged since.
-
-    WD14 models are 0.3-1.3 GB: hashing one costs a second or two on every run otherwise.
-    """
-    store = out / PROBS_FILE
-    if store.is_file():
-        import pyarrow.parquet as pq
-
-        try:
-            meta = json.loads((pq.read_schema(store).metadata or {}).get(b"datakit", b"{}"))
-            if meta.get("model_hash") and meta.get("model_stamp") == _file_stamp(path):
-                return meta["model_hash"]
-        except Exception:
-            pass  # unreadable store: hash the file
-    return hash_file(path)
-
-
-def _prepare(task: Task, size: int) -> tuple[np.ndarray | None, list[str], TaskResult | None]:
-    """Decode + preprocess one image in a pool thread: (array, loader notes, None) or a skipped/failed result."""
-    try:
-        arr, notes = taggers.load_for_tagger(task.payload.path, size)
-        return arr, notes, None
-    except ImageError as exc:
-        return None, [], TaskResult(key=task.key, status="skipped", reason=str(exc))
-    except Exception as exc:  # one odd file must not stop the run
-        return None, [], TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}")
-
-
-def infer(
-    tasks: list[Task], session: taggers.TaggerSession, batch_size: int, workers: int
-) -> Iterator[tuple[Task, np.ndarray | None, list[str], TaskResult | None]]:
-    """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs.
-
-    Every batch runs at one shape, `batch_size` (the last one padded by TaggerSession.run), whatever
-    the number of tasks: an image tagged alone gets the same probabilities as in a full batch.
-    """
-    batch_size = max(1, batch_size)
-    session.batch = batch_size
-    lookahead = batch_size * 2 + workers  # enough decoded images to fill the next batch while this one runs
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag")
-    try:
-        queue: list[tuple[Task, Future]] = []
-        it = iter(tasks)
-
-        def refill() -> None:
-            for task in it:
-                queue.append((task, pool.submit(_prepare, task, session.size)))
-                if len(queue) >= lookahead:
-                    break
-
-        refill()
-        # One float32 batch buffer for the run: each uint8 image is converted as it is copied in.
-        buffer = np.empty((batch_size, session.size, session.size, 3), dtype=np.float32)
-        while queue:
-            batch_tasks: list[tuple[Task, list[str]]] = []
-            while queue and len(batch_tasks) < batch_size:
-                task, fut = queue.pop(0)
-                arr, notes, failure = fut.result()
-                refill()
-                if failure is not None:
-                    yield task, None, [], failure
-                    continue
-                buffer[len(batch_tasks)] = arr
-                batch_tasks.append((task, notes))
-            if batch_tasks:
-                n = len(batch_tasks)
-                buffer[n:] = 255.0  # the last batch: white images fill the fixed shape
-                probs = session.run(buffer)[:n]
-                for (task, notes), p in zip(batch_tasks, probs):
-                    yield task, p, notes, None
-    finally:
-        # Interrupted (Ctrl-C) or done: drop the decoding not started yet instead of finishing it.
-        pool.shutdown(wait=True, cancel_futures=True)
+    return _Model(files, labels, stored_model_hash(files.model, cfg.out_dir), hash_file(files.labels))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,8 +197,8 @@ def _print_frequency(table: list[tuple[str, int, float]], top: int, reporter: Re
     reporter.info(f"tag frequency{more}, saved to {FREQ_FILE}:\n" + "\n".join(lines))
 
 
-def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
-    """Tag (or re-caption) every input item into cfg.out_dir; returns the datakit.json info."""
+def run_tag(cfg: TagConfig, reporter: Reporter) -> TagResult:
+    """Tag (or re-caption) every input item into cfg.out_dir; returns what the run did."""
     if cfg.existing not in EXISTING_MODES:
         raise UsageError(f"--existing must be one of {', '.join(EXISTING_MODES)}, not {cfg.existing!r}")
     if not 0.0 <= cfg.general_threshold <= 1.0:
@@ -352,11 +234,11 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
                    reporter=reporter, pre_skipped=inputs.skipped)
     todo = run.begin(tasks)
     if todo is None:
-        return run.summary_from_previous()
+        return run.summary_from_previous(TagResult)
 
     # Probabilities already computed by the same model for the same image bytes are reused (also how
     # --rethreshold works); only the rest go through the model.
-    meta, stored = _read_store(cfg.out_dir) if model else ({}, {})
+    meta, stored = read_store(cfg.out_dir) if model else ({}, {})
     same_model = meta.get("model_hash") == (model.model_hash if model else None) and meta.get("preprocess") == taggers.PREPROCESS_ID
     stored = stored if same_model else {}
     probs_of: dict[str, tuple[str, np.ndarray]] = {}
@@ -382,8 +264,8 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
         )
 
     session = None
-    extra: dict = {"model_name": (model.files.name if model.files else meta.get("model")) if model else None,
-                   "device_requested": cfg.device}
+    summary = TagResult(model_name=(model.files.name if model.files else meta.get("model")) if model else None,
+                       device_requested=cfg.device)
     if need_model:  # one session for the whole run, opened before anything in OUT changes
         session = taggers.open_session(model.files, model.labels, device=cfg.device)
         batch = session.fixed_batch or min(cfg.batch_size or (32 if session.on_gpu else 4), MAX_BATCH)
@@ -391,7 +273,7 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
             # The batch is one fixed shape (padded), so `-b 4096` on 10 images would mean 9 GiB of input.
             reporter.warn(f"--batch-size {cfg.batch_size} is above {MAX_BATCH}, the largest batch the tagger runs: using {MAX_BATCH}")
         _report_session(session, cfg, batch, reporter)
-        extra.update({"provider": session.provider, "batch_size": batch, "input_size": session.size})
+        summary.provider, summary.batch_size, summary.input_size = session.provider, batch, session.size
 
     def save_store() -> None:
         """OUT/tags.parquet: the probabilities of every item whose caption is in the manifest."""
@@ -399,15 +281,15 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
             return
         keep = {k: v for k, v in probs_of.items() if v[1] is not None and run.rows.get(k, {}).get("status") == "ok"}
         store_meta = {
-            "model": extra["model_name"],
+            "model": summary.model_name,
             "model_hash": model.model_hash,
-            "model_stamp": _file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
+            "model_stamp": file_stamp(model.files.model) if model.files else meta.get("model_stamp"),
             "labels_hash": model.labels_hash,
             "preprocess": taggers.PREPROCESS_ID,
             "names": model.labels.names,
             "categories": model.labels.categories.tolist(),
         }
-        _write_store(cfg.out_dir, store_meta, keep, {k: run.rows[k].get("file") for k in keep})
+        write_store(cfg.out_dir, store_meta, keep, {k: run.rows[k].get("file") for k in keep})
 
     run.invalidate()  # only now: an error above leaves the previous result intact
     workers = cfg.workers or default_workers()
@@ -420,9 +302,9 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
                         run.record(task, failure)
                     else:
                         probs_of[task.key] = (probs_of[task.key][0], probs)
-                        result = _safe(task, probs, model, cfg, undesired)
-                        result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
-                        run.record(task, result)
+                        item_result = _safe(task, probs, model, cfg, undesired)
+                        item_result.warnings[:0] = notes  # what the loader did (EXIF, ICC, 16-bit), first
+                        run.record(task, item_result)
                     done.add(task.key)
                     bar.advance(1)
             for task in todo:
@@ -442,8 +324,8 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
     freq = _frequency(rows)
     _write_frequency(cfg.out_dir, freq)
     _print_frequency(freq, cfg.top, reporter)
-    extra["tagger"] = "wd14" if model else None
-    return run.finish(extra=extra)
+    summary.tagger = "wd14" if model else None
+    return run.finish(summary)
 
 
 def _safe(task: Task, probs, model, cfg: TagConfig, undesired) -> TaskResult:

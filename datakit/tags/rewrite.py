@@ -17,6 +17,7 @@ from datakit.errors import UsageError, ZeroByteImage
 from datakit.imageio import link_or_copy, open_image, write_text_atomic
 from datakit.inputs import InputItem, discover, read_caption_file
 from datakit.manifest import carried_from, hash_json, stage_lineage
+from datakit.results import Carry, StageResult
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 from datakit.tags.engine import Context, format_tags, rewrite, rule_labels, scope_label
 from datakit.tags.parse import format_one, parse_tags
@@ -40,6 +41,14 @@ class RewriteConfig:
     dry_run: bool = False
     workers: int | None = None  # default: 1, or all cores when many images must be decoded to check them
     force: bool = False
+
+
+@dataclass(kw_only=True)
+class RewriteResult(StageResult):
+    """What a `tags rewrite` run did: the common counts plus the rules file and how often each rule fired."""
+
+    rules_file: str | None = None
+    rule_hits: dict[str, int] = field(default_factory=dict)  # rule label -> captions it changed
 
 
 def _p(out, text) -> None:
@@ -184,7 +193,7 @@ def _compared_as(label: str) -> str:
     return f" it is compared as {canonical(m.group(1))!r}"
 
 
-def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> dict | None:
+def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> RewriteResult | None:
     """Run the stage (or, with dry_run, report what it would do and write nothing)."""
     inputs = discover(cfg.input_dir, stage=STAGE)
     if Path(cfg.out_dir).resolve() == Path(cfg.input_dir).resolve():
@@ -233,7 +242,7 @@ def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> dict | None:
     )
     todo = run.begin(tasks)
     if todo is None:
-        return run.summary_from_previous()
+        return run.summary_from_previous(RewriteResult)
     run.invalidate()
     workers = cfg.workers
     if workers is None:
@@ -250,9 +259,9 @@ def run_tags_rewrite(cfg: RewriteConfig, reporter: Reporter) -> dict | None:
     for r in rows:
         totals.update(r.get("hits", {}))
     hits = _hit_report(totals, rules, reporter)
-    carry = {"trigger": rules.trigger, "keep_tokens": 1} if rules.trigger else None
-    extra = {"rules_file": str(cfg.rules_file) if cfg.rules_file else None, "rule_hits": hits}
-    return run.finish(extra=extra, carry=carry)
+    carry = Carry(trigger=rules.trigger, keep_tokens=1) if rules.trigger else None
+    result = RewriteResult(rules_file=str(cfg.rules_file) if cfg.rules_file else None, rule_hits=hits)
+    return run.finish(result, carry=carry)
 
 
 def _dry_run(cfg: RewriteConfig, inputs, texts: dict, frequency: dict, reporter: Reporter) -> None:
