@@ -102,9 +102,9 @@ def test_stage_holes_file_cuts_listed_regions_and_reruns_only_what_changed(tmp_p
     assert row["params"]["holes"] == {"cut": gaps["pose a"], "keep": []}
     assert {r["number"] for r in row["holes"] if r["action"] == "cut"} == set(gaps["pose a"])
     # The same file again: nothing to do. A changed entry: that image again.
-    assert run_cutout(CutoutConfig(inp, out, workers=1, holes_file=holes), Reporter(quiet=True)).get("nothing_to_do")
+    assert run_cutout(CutoutConfig(inp, out, workers=1, holes_file=holes), Reporter(quiet=True)).nothing_to_do
     write_holes(holes, {"pose a": HoleChoice(cut=tuple(gaps["pose a"][:1]))})
-    assert run_cutout(CutoutConfig(inp, out, workers=1, holes_file=holes), Reporter(quiet=True))["counts"]["processed"] == 1
+    assert run_cutout(CutoutConfig(inp, out, workers=1, holes_file=holes), Reporter(quiet=True)).counts.processed == 1
 
 
 def test_stage_names_strangers_and_missing_numbers(tmp_path: Path):
