@@ -42,6 +42,23 @@ class Inputs:
     upstream: dict | None
 
 
+def read_user_text(path: str | os.PathLike, what: str) -> str:
+    """A user's UTF-8 text file (rules, prompts, holes, decisions; a BOM is fine); UsageError naming `what` otherwise."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} is a folder, not a file: {p}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} {p}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def read_caption_file(path: Path) -> str:
     """Read a caption file as text, tolerating a UTF-8 BOM, CRLF and Latin-1 bytes."""
     data = path.read_bytes()

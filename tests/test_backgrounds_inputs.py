@@ -55,7 +55,7 @@ def test_empty_and_missing_prompt_files(tmp_path):
     f.write_text("# only comments\n\n", encoding="utf-8")
     with pytest.raises(UsageError, match="no scenes"):
         parse_prompts_file(f)
-    with pytest.raises(UsageError, match="cannot read"):
+    with pytest.raises(UsageError, match="prompts file not found"):
         parse_prompts_file(tmp_path / "missing.txt")
     f.write_bytes(b"\xff\xfe a | b")
     with pytest.raises(UsageError, match="not UTF-8"):

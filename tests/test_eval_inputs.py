@@ -57,7 +57,7 @@ def test_bad_scene_files(tmp_path, text, message):
     f.write_text(text)
     with pytest.raises(UsageError, match=message):
         read_scenes_file(f)
-    with pytest.raises(UsageError, match="cannot read"):
+    with pytest.raises(UsageError, match="prompts file not found"):
         read_scenes_file(tmp_path / "missing.txt")
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
     with pytest.raises(UsageError, match="not UTF-8"):

@@ -160,15 +160,10 @@ def normalise_tags(tags) -> tuple[str, ...]:
 
 def parse_prompts_file(path: str | Path) -> list[Scene]:
     """Scenes from a prompt file (format in the module docstring); UsageError names the bad line."""
+    from datakit.inputs import read_user_text
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the prompts file {path}: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    text = read_user_text(path, "prompts file")
     scenes: list[Scene] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()

@@ -81,16 +81,9 @@ def parse_holes(text: str, source: str = "holes.toml") -> dict[str, HoleChoice]:
 
 def read_holes(path: str | os.PathLike) -> dict[str, HoleChoice]:
     """Read a holes.toml file (UsageError when it is missing or malformed)."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as exc:
-        raise UsageError(f"holes file not found: {p}") from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"holes file is a folder, not a file: {p}") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{p}: not UTF-8 text") from exc
-    return parse_holes(text, str(p))
+    from datakit.inputs import read_user_text
+
+    return parse_holes(read_user_text(path, "holes file"), str(Path(path)))
 
 
 def _key(stem: str) -> str:

@@ -78,15 +78,10 @@ def read_scenes_file(path: str | Path) -> list[EvalScene]:
     """Scenes from a prompt file (format in the module docstring); UsageError names the bad line."""
     from datakit.paths import check_name
 
+    from datakit.inputs import read_user_text
+
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read the prompts file {path}: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    text = read_user_text(path, "prompts file")
     scenes: list[EvalScene] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()

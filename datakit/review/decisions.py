@@ -161,18 +161,9 @@ def parse_decisions(text: str, source: str = DECISIONS_FILE) -> dict[str, Decisi
 
 def read_decisions(path: str | os.PathLike) -> dict[str, Decision]:
     """Read a review.json (UsageError when it is missing, unreadable or malformed)."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as exc:
-        raise UsageError(f"decisions file not found: {p}") from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"decisions file is a folder, not a file: {p}") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{p}: not UTF-8 text") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read the decisions file {p}: {exc.strerror}") from exc
-    return parse_decisions(text, str(p))
+    from datakit.inputs import read_user_text
+
+    return parse_decisions(read_user_text(path, "decisions file"), str(Path(path)))
 
 
 def format_decisions(decisions: dict[str, Decision]) -> str:

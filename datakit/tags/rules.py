@@ -218,13 +218,10 @@ class _Loader:
 
 def load_rules(path: str | Path) -> Rules:
     """Read and validate RULES.toml; any mistake is a UsageError naming the file, line and key."""
+    from datakit.inputs import read_user_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"rules file not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = read_user_text(path, "rules file")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
