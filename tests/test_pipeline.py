@@ -4,17 +4,16 @@ then an edited subject that redoes only its own items."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline_make import run_pipeline
+
 # Procedural backgrounds (the demo's path) at 128 px.
 COMPOSITE_FLAGS = "--size 128"
 
@@ -33,12 +32,7 @@ def _subject(path: Path, colour, offset: int) -> None:
 
 
 def _make(tmp: Path, out: Path, subjects: Path, bg_flags: str) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "datakit"
-    datakit = str(script) if script.is_file() else f"{sys.executable} -m datakit"  # not installed as a script
-    cmd = ["make", "--no-print-directory", "-f", "pipelines/pipeline.mk", f"DATAKIT={datakit}", f"SUBJECTS={subjects}",
-           f"OUT={out}", "BG_COUNT=4", f"COMPOSITE_FLAGS={bg_flags}", "all"]
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba"), COLUMNS="120")
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    return run_pipeline(tmp, out, subjects, f"COMPOSITE_FLAGS={bg_flags}", bg_count=4)
 
 
 def _stamps(out: Path) -> dict[str, int]:

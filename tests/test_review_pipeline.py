@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from pipeline_make import run_pipeline
 from review_support import figure
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def make(tmp: Path, out: Path, subjects: Path, *extra: str) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "datakit"
-    datakit = str(script) if script.is_file() else f"{sys.executable} -m datakit"
-    cmd = ["make", "--no-print-directory", "-f", "pipelines/pipeline.mk", f"DATAKIT={datakit}", f"SUBJECTS={subjects}",
-           f"OUT={out}", "BG_COUNT=3", "COMPOSITE_FLAGS=--size 128", *extra, "all"]
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba"), COLUMNS="120")
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+    return run_pipeline(tmp, out, subjects, "COMPOSITE_FLAGS=--size 128", *extra)
 
 
 @pytest.mark.slow
