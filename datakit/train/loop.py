@@ -2,6 +2,8 @@
 
 Every method (LoRA, hypernetwork, ...) runs here; what differs is a `TrainingMethod`
 (datakit.train.method). Determinism and several processes: see datakit.train.runtime.
+Longer than most modules on purpose: `_Run` reads top to bottom in the order a run happens, and
+splitting it would scatter one sequence over files; the step's maths lives in step.py/objective.py.
 """
 
 from __future__ import annotations
