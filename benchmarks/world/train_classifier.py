@@ -1,6 +1,6 @@
 """Train the scene classifier (a small CNN) that the quality gate uses to check generated samples.
 
-    .venv/bin/python benchmarks/world/train_classifier.py [--steps 2500]
+    .venv/bin/python benchmarks/world/train_classifier.py [--steps 600]
 
 It learns from the world's pictures with mild blur, noise and colour shifts, because it judges
 samples decoded by the VAE, which are a little softer than the drawings. Deterministic (one
@@ -69,7 +69,7 @@ def classify(model, images: np.ndarray, batch: int = 100) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)

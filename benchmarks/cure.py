@@ -1,0 +1,278 @@
+"""The cure, measured: does datakit's composite pipeline stop a LoRA from leaking its white background?
+
+A miniature world stands in for Stable Diffusion (no real weights can be fetched here): a small
+SD1-layout text-to-image model pretrained on 64 px pictures of ten scenes, its own tiny CLIP, and a
+scene classifier, all committed under benchmarks/world/weights/ (see benchmarks/world/README.md).
+Its new mascot `zubi` was never in pretraining: five drawings on white.
+
+Two LoRAs are trained through the real `datakit` commands, with the same flags, steps and seed:
+  A  the drawings only (what a user has):       tags rewrite -> emit -> train
+  B  datakit's cure:  cutout -> composite (onto world scenes given as a --backgrounds folder)
+                      -> tags rewrite -> emit -> train     (drawings + composites)
+The reference a user would really run instead is A: training on the drawings as they are.
+Then `datakit eval` samples the base model, A and B on the world's scene prompts with the world's
+CLIP as --clip-model, and this script prints (and writes to benchmarks/results/cure.json) the
+table: white rate, plain rate, scene agreement and mascot presence on the scenes the composites
+covered and on scenes held out of them, over 2 seeds. Two model-free cross-checks sit beside
+datakit eval's columns: the world's scene classifier on the same samples, and the share of
+samples showing zubi's magenta (a colour nothing else in the world has).
+
+    .venv/bin/python benchmarks/cure.py [--steps 600] [--seeds 2] [--work build/cure]
+
+Before anything it measures the world model's quality gates (benchmarks/world/gates.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from world.common import WEIGHTS  # noqa: E402
+from world.judge import SCENE_PROMPTS  # noqa: E402
+from world.mascot import TRIGGER, magenta_share, write_drawings  # noqa: E402
+from world.pictures import draw_background  # noqa: E402
+from world.scenes import SCENE_BY_NAME  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "cure.json"
+MODEL = WEIGHTS / "model"
+CLIP = WEIGHTS / "clip"
+RULES = ROOT / "benchmarks" / "world" / "rules.toml"
+# Composites use these scenes; the other scene prompts are held out of them (never composited).
+COVERED = ("beach", "forest", "city", "snow", "room")
+HELD_OUT = ("night", "grass", "underwater", "desert")
+BACKGROUNDS_PER_SCENE = 20
+BACKGROUND_SEED = 4321  # not the pretraining seed: backgrounds the model never saw
+MAGENTA_PRESENT = 0.02  # share of magenta pixels above which zubi counts as drawn (the world itself has none)
+
+# The LoRA both runs train: rank 8 on every kohya target, plus 3x3 convs (LoCon) at rank 8.
+TRAIN_FLAGS = ["--rank", "8", "--alpha", "8", "--conv-rank", "8", "--conv-alpha", "8", "--lr", "1e-3",
+               "--batch-size", "4", "--resolution", "64", "--no-bucket", "--latent-cache", "ram"]
+
+
+def datakit_bin() -> str:
+    exe = Path(sys.executable).parent / "datakit"
+    return str(exe) if exe.is_file() else "datakit"
+
+
+def run(cmd: list[str], log: Path, *, ok=(0, 3)) -> float:
+    """Run one datakit command, its output in `log`; stop the benchmark with the log's tail if it fails."""
+    shown = " ".join(str(c) for c in cmd).replace(str(ROOT) + "/", "")
+    print(f"$ {shown}", flush=True)
+    t0 = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    with open(log, "w", encoding="utf-8") as fh:
+        rc = subprocess.run([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if rc not in ok:
+        print(log.read_text(encoding="utf-8")[-3000:])
+        sys.exit(f"cure: `{shown}` failed with exit status {rc} (log: {log})")
+    return time.time() - t0
+
+
+def write_inputs(work: Path) -> dict[str, Path]:
+    """The drawings, the background folder (covered scenes only) and the eval prompt file."""
+    drawings = work / "drawings"
+    write_drawings(drawings)
+    bg = work / "backgrounds"
+    bg.mkdir(parents=True, exist_ok=True)
+    for scene in COVERED:
+        for i in range(BACKGROUNDS_PER_SCENE):
+            img, _ = draw_background(BACKGROUND_SEED, i, scene)
+            img.save(bg / f"{scene}_{i:02d}.png")
+            (bg / f"{scene}_{i:02d}.txt").write_text(", ".join(SCENE_BY_NAME[scene].tags) + "\n", encoding="utf-8")
+    prompts = work / "scenes.txt"
+    lines = ["# the world's scene prompts: scene text | name (datakit eval puts the trigger first)"]
+    lines += [f"{SCENE_PROMPTS[s]} | {s}" for s in (*COVERED, *HELD_OUT)]
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"drawings": drawings, "backgrounds": bg, "prompts": prompts}
+
+
+def pipeline(work: Path, inputs: dict[str, Path], steps: int, seed: int) -> dict:
+    """Both runs through the real commands; returns {'A': lora, 'B': lora, 'timings': {...}}."""
+    dk = datakit_bin()
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    t: dict[str, float] = {}
+    t["tags rewrite (drawings)"] = run([dk, "tags", "rewrite", inputs["drawings"], work / "originals", "--rules", RULES],
+                                       logs / "rewrite-originals.log")
+    # A: the drawings only.
+    t["A emit"] = run([dk, "emit", work / "A" / "dataset", "--concept", f"{TRIGGER}={work / 'originals'}"], logs / "A-emit.log")
+    # B: cut out, composite onto the covered scenes, rewrite, emit drawings + composites.
+    t["B cutout"] = run([dk, "cutout", inputs["drawings"], work / "B" / "cutout"], logs / "B-cutout.log")
+    n_bg = len(COVERED) * BACKGROUNDS_PER_SCENE
+    t["B composite"] = run([dk, "composite", work / "B" / "cutout", work / "B" / "composite", "--backgrounds",
+                            inputs["backgrounds"], "--bg-count", str(n_bg), "--seed", str(seed)], logs / "B-composite.log")
+    t["B tags rewrite"] = run([dk, "tags", "rewrite", work / "B" / "composite", work / "B" / "composite-rewritten",
+                               "--rules", RULES], logs / "B-rewrite.log")
+    t["B emit"] = run([dk, "emit", work / "B" / "dataset", "--concept", f"{TRIGGER}={work / 'originals'}",
+                       "--concept", f"{TRIGGER}_with_background={work / 'B' / 'composite-rewritten'}"], logs / "B-emit.log")
+    loras = {}
+    for name in ("A", "B"):
+        out = work / name / "lora"
+        t[f"{name} train"] = run([dk, "train", work / name / "dataset", "--base-model", MODEL, "--method", "lora",
+                                  "--output", out, "--max-steps", str(steps), "--seed", str(seed), *TRAIN_FLAGS],
+                                 logs / f"{name}-train.log")
+        files = sorted(out.glob("*.safetensors"))
+        if not files:
+            sys.exit(f"cure: datakit train wrote no LoRA into {out}")
+        loras[name] = files[0]
+    return {**loras, "timings": t}
+
+
+def evaluate(work: Path, inputs: dict[str, Path], loras: dict, seeds: int, seed: int) -> Path:
+    """`datakit eval` on the base model, A and B with the world's CLIP; returns the eval folder."""
+    out = work / "eval"
+    # Eval names each adapter after its file: give them the run's name so the table says A and B.
+    named = {}
+    for name, lora in loras.items():
+        dest = work / "adapters" / f"{name}.safetensors"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lora, dest)
+        named[name] = dest
+    cmd = [datakit_bin(), "eval", "--base-model", MODEL, "--output", out, "--subject", work / "B" / "cutout",
+           "--prompts", inputs["prompts"], "--seeds", str(seeds), "--seed", str(seed), "--clip-model", CLIP,
+           "--batch-size", "8"]
+    for dest in named.values():
+        cmd += ["--adapter", dest]
+    run(cmd, work / "logs" / "eval.log")
+    return out
+
+
+def sample_images(eval_dir: Path) -> dict[str, "object"]:
+    """key -> uint8 image of every sample eval wrote (from its manifest rows)."""
+    import numpy as np
+    from PIL import Image
+
+    images = {}
+    manifest = eval_dir / "manifest.jsonl"
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        key, file = row.get("key"), row.get("file")
+        if key and file and (eval_dir / file).is_file():
+            with Image.open(eval_dir / file) as im:
+                images[key] = np.asarray(im.convert("RGB"))
+    return images
+
+
+def table(eval_dir: Path) -> dict:
+    """Per model x scene group (covered, held out, plain): eval's rates plus the two world cross-checks."""
+    import numpy as np
+
+    from world.train_classifier import classify, load_classifier
+
+    data = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
+    images = sample_images(eval_dir)
+    clf, names = load_classifier()
+    groups = {"covered": set(COVERED), "held out": set(HELD_OUT), "plain": {"plain"}}
+    models = [m["label"] for m in data["models"]]
+    out: dict[str, dict] = {}
+    for model in models:
+        out[model] = {}
+        for group, scenes in groups.items():
+            rows = [s for s in data["samples"] if s["model"] == model and s["scene"] in scenes]
+            if not rows:
+                continue
+
+            def rate(field):
+                vals = [r.get(field) for r in rows if r.get(field) is not None]
+                return round(float(np.mean([float(v) for v in vals])), 3) if vals else None
+
+            pics = [images[r["key"]] for r in rows if r["key"] in images]
+            world_scene = None
+            if group != "plain" and pics:
+                pred = classify(clf, np.stack(pics))
+                truth = [r["scene"] for r in rows if r["key"] in images]
+                world_scene = round(float(np.mean([names[p] == t for p, t in zip(pred, truth)])), 3)
+            out[model][group] = {
+                "samples": len(rows),
+                "white_rate": rate("white"),
+                "plain_rate": rate("plain"),
+                "scene_agreement": rate("scene_agrees"),
+                "mascot_presence": rate("subject_present"),
+                "mascot_presence_colour": rate("colour_present"),
+                "world_classifier_agrees": world_scene,
+                "magenta_present": round(float(np.mean([magenta_share(p) >= MAGENTA_PRESENT for p in pics])), 3)
+                if pics else None,
+            }
+    return out
+
+
+def print_table(result: dict) -> None:
+    cols = [("white_rate", "white"), ("plain_rate", "plain"), ("scene_agreement", "scene (CLIP)"),
+            ("mascot_presence", "mascot (CLIP)"), ("world_classifier_agrees", "scene (classifier)"),
+            ("magenta_present", "mascot (magenta)")]
+    head = f"{'model':<6} {'scenes':<9} {'n':>3} " + " ".join(f"{label:>18}" for _, label in cols)
+    print(head)
+    print("-" * len(head))
+    for model, groups in result.items():
+        for group, row in groups.items():
+            cells = []
+            for key, _ in cols:
+                v = row.get(key)
+                cells.append(f"{'-' if v is None else f'{v:.2f}':>18}")
+            print(f"{model:<6} {group:<9} {row['samples']:>3} " + " ".join(cells))
+
+
+def gates(work: Path) -> dict:
+    """Measure the world model's quality gates first (gates.py), print them, return its JSON."""
+    dest = work / "gates.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "world" / "gates.py"), "--model", str(MODEL), "--json", str(dest)]
+    print("$ " + " ".join(cmd).replace(str(ROOT) + "/", ""), flush=True)
+    rc = subprocess.run(cmd, cwd=ROOT).returncode
+    result = json.loads(dest.read_text(encoding="utf-8"))
+    result["passed"] = rc == 0
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600, help="training steps of both LoRAs")
+    ap.add_argument("--seeds", type=int, default=2, help="eval samples per prompt and model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "cure")
+    ap.add_argument("--skip-gates", action="store_true", help="do not re-measure the world model's gates")
+    args = ap.parse_args()
+    if not (MODEL / "model_index.json").is_file() or not (CLIP / "config.json").is_file():
+        sys.exit(f"cure: the world model is missing under {WEIGHTS}; see benchmarks/world/README.md to build it")
+    t0 = time.time()
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    gate = None if args.skip_gates else gates(args.work)
+    inputs = write_inputs(args.work)
+    runs = pipeline(args.work, inputs, args.steps, args.seed)
+    eval_dir = evaluate(args.work, inputs, {"A": runs["A"], "B": runs["B"]}, args.seeds, args.seed)
+    result = table(eval_dir)
+    print()
+    print_table(result)
+    a_white = result.get("A", {}).get("covered", {}).get("white_rate")
+    summary = {
+        "benchmark": "cure: LoRA on 5 drawings on white (A) vs datakit cutout->composite->tags rewrite->emit (B)",
+        "reference": "A: the drawings as a user has them, trained with the same datakit train flags",
+        "world": {"model": str(MODEL.relative_to(ROOT)), "clip": str(CLIP.relative_to(ROOT)),
+                  "covered_scenes": list(COVERED), "held_out_scenes": list(HELD_OUT),
+                  "backgrounds": len(COVERED) * BACKGROUNDS_PER_SCENE},
+        "gates": gate,
+        "train": {"steps": args.steps, "seed": args.seed, "flags": TRAIN_FLAGS},
+        "seeds": args.seeds,
+        "table": result,
+        "timings_s": {k: round(v, 1) for k, v in runs["timings"].items()},
+        "total_s": round(time.time() - t0, 1),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS", "2")},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"\nA's white rate on covered scenes: {a_white}; written {RESULTS.relative_to(ROOT)} "
+          f"({summary['total_s'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
