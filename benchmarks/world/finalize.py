@@ -51,6 +51,12 @@ def main() -> None:
     export = run / "export"
     info = json.loads((export / "world_pretrain.json").read_text())
     pipe = StableDiffusionPipeline.from_pretrained(str(export), safety_checker=None, requires_safety_checker=False)
+    tuned = CACHE / "vae-decoder" / "final"
+    if tuned.is_dir():  # the fine-tuned decoder (same encoder, so the same latent space the UNet learnt)
+        from diffusers import AutoencoderKL
+
+        pipe.vae = AutoencoderKL.from_pretrained(str(tuned))
+        info["vae_decoder"] = "fine-tuned (train_vae.py --decoder-only)"
     pipe.to(torch.float16)
     dest = WEIGHTS / "model"
     tmp = dest.with_name("model.tmp")
@@ -61,10 +67,11 @@ def main() -> None:
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     rows = summarise_log(run)
-    vae_final = [json.loads(x) for x in (CACHE / "vae" / "log.jsonl").read_text().splitlines() if '"final"' in x]
+    vae_final = [json.loads(x) for name in ("vae", "vae-decoder") if (CACHE / name / "log.jsonl").is_file()
+                 for x in (CACHE / name / "log.jsonl").read_text().splitlines() if '"final"' in x]
     summary = {"summary": True, "steps": info["step"], "wall_hours": info.get("wall_hours"),
                "cpu_hours": info.get("cpu_hours"), "parameters": count, "args": info.get("args"),
-               "vae": vae_final[-1] if vae_final else None}
+               "vae": vae_final}
     (WORLD / "pretrain-log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, summary]))
     print(json.dumps(summary, indent=1))
 

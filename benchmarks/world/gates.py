@@ -47,7 +47,9 @@ def measure(model: str, samples: int, steps: int, guidance: float) -> tuple[dict
     from datakit.models.diffusion import load_diffusion_pipeline
     from world.train_classifier import classify, load_classifier
 
-    pipe = load_diffusion_pipeline(model)
+    import torch
+
+    pipe = load_diffusion_pipeline(model, torch_dtype=torch.float32)  # the weights are stored in fp16
     pipe.set_progress_bar_config(disable=True)
     prompts, seeds, scenes = gate_prompts(samples)
     images = sample(pipe, prompts, seeds, steps=steps, guidance=guidance)
