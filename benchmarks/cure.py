@@ -146,20 +146,16 @@ def evaluate(work: Path, inputs: dict[str, Path], loras: dict, seeds: int, seed:
     return out
 
 
-def sample_images(eval_dir: Path) -> dict[str, "object"]:
-    """key -> uint8 image of every sample eval wrote (from its manifest rows)."""
+def sample_image(eval_dir: Path, sample: dict):
+    """The uint8 image eval wrote for one of its samples (its `file`), or None."""
     import numpy as np
     from PIL import Image
 
-    images = {}
-    manifest = eval_dir / "manifest.jsonl"
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        key, file = row.get("key"), row.get("file")
-        if key and file and (eval_dir / file).is_file():
-            with Image.open(eval_dir / file) as im:
-                images[key] = np.asarray(im.convert("RGB"))
-    return images
+    file = sample.get("file")
+    if not file or not (eval_dir / file).is_file():
+        return None
+    with Image.open(eval_dir / file) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def table(eval_dir: Path) -> dict:
@@ -169,7 +165,6 @@ def table(eval_dir: Path) -> dict:
     from world.train_classifier import classify, load_classifier
 
     data = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
-    images = sample_images(eval_dir)
     clf, names = load_classifier()
     groups = {"covered": set(COVERED), "held out": set(HELD_OUT), "plain": {"plain"}}
     models = [m["label"] for m in data["models"]]
@@ -185,11 +180,13 @@ def table(eval_dir: Path) -> dict:
                 vals = [r.get(field) for r in rows if r.get(field) is not None]
                 return round(float(np.mean([float(v) for v in vals])), 3) if vals else None
 
-            pics = [images[r["key"]] for r in rows if r["key"] in images]
+            found = [(r, sample_image(eval_dir, r)) for r in rows]
+            found = [(r, p) for r, p in found if p is not None]
+            pics = [p for _, p in found]
             world_scene = None
             if group != "plain" and pics:
                 pred = classify(clf, np.stack(pics))
-                truth = [r["scene"] for r in rows if r["key"] in images]
+                truth = [r["scene"] for r, _ in found]
                 world_scene = round(float(np.mean([names[p] == t for p, t in zip(pred, truth)])), 3)
             out[model][group] = {
                 "samples": len(rows),
