@@ -22,8 +22,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# Every benchmark (each writes benchmarks/results/NAME.json), then the README's Performance table from
+# those files. One alone: `.venv/bin/python benchmarks/NAME.py && .venv/bin/python benchmarks/readme_table.py`.
+# BENCH_FLAGS=--quick: smoke runs (results/quick/, never in the README).
+BENCHMARKS = $(filter-out benchmarks/harness.py benchmarks/readme_table.py,$(wildcard benchmarks/*.py))
+BENCH_FLAGS ?=
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit $$?; done
+	for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b $(BENCH_FLAGS) || exit $$?; done
+	$(PY) benchmarks/readme_table.py
 
 clean:
 	rm -rf build

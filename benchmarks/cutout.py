@@ -23,11 +23,13 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datakit.console import Reporter  # noqa: E402
 from datakit.imageio import open_image, save_png_array_atomic  # noqa: E402
 from datakit.stage import Task, TaskResult, parallel_map  # noqa: E402
 from datakit.stages.cutout import CutoutConfig, run_cutout  # noqa: E402
+from harness import Results, Row, machine, write_results  # noqa: E402
 
 BACKDROPS = ["white", "offwhite", "grey", "gradient", "vignette"]
 
@@ -142,6 +144,13 @@ def main() -> None:
         print(f"{'workers':>7}  {'decode+PNG img/s':>16}  {'cutout img/s':>12}  {'cutout ms/img':>13}  {'ratio (goal <= 2)':>17}")
         for workers, brate, crate, ms, ratio in rows:
             print(f"{workers:>7}  {brate:>16.2f}  {crate:>12.2f}  {ms:>13.1f}  {ratio:>17.2f}")
+        write_results(Results(
+            benchmark="cutout", title="datakit cutout --method flat vs decode + PNG re-encode", quick=args.quick,
+            settings={"images": count, "size": args.size, "inputs": str(args.inputs or "drawn"), "repeats": repeats},
+            rows=[Row(case=f"`--method flat`, {label}, {w} worker{'s' if w > 1 else ''}", datakit=f"{crate:.1f} img/s",
+                      baseline=f"decode + PNG re-encode: {brate:.1f} img/s", goal="time ratio <= 2", result=f"{ratio:.2f}",
+                      met=ratio <= 2) for w, brate, crate, ms, ratio in rows],
+            measurements={"rows": [dict(zip(("workers", "baseline_img_s", "cutout_img_s", "cutout_ms", "ratio"), r)) for r in rows]}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,15 +1,22 @@
-"""LoRA training speed: datakit's trainer against a plain reference loop, same model and data, one run.
+"""LoRA training speed: datakit's trainer against the diffusers example loop, same model, data and precision.
 
-The reference is the diffusers example pattern (train_text_to_image_lora*.py): peft LoRA on the
-attention projections only, the VAE and the text encoder(s) run on every step, fp32, no caching.
-datakit: latents and text-encoder outputs cached, SDPA, bf16 autocast with fp32 LoRA weights on a
-GPU, fused AdamW, LoRA on every kohya target (a larger network than the reference's).
+Reference: huggingface/diffusers `examples/text_to_image/train_text_to_image_lora.py` (and its SDXL
+sibling), the loop a user copies: peft LoRA on the attention projections (to_q/k/v/out), the VAE and
+the text encoder(s) run on every step (no caching), AdamW, gradient clipping at 1; with
+`--mixed_precision bf16` it casts the frozen models to bf16 and keeps the LoRA weights in fp32 under
+autocast. datakit: `run_train` (the `datakit train --method lora` loop: latents and text-encoder
+outputs cached, SDPA, LoRA on every kohya target, a larger network than the reference's).
+
+Both run at the same precision: fp32 on the CPU; on a GPU (--gpu) bf16 for both, then fp32 for both,
+so what bf16 adds is reported on its own line.
 
     .venv/bin/python benchmarks/train.py [--quick]            # CPU: a small random model
     .venv/bin/python benchmarks/train.py --gpu [--quick]      # also SD1.5-size @512 and SDXL-size @1024 (random weights)
 
 Each measurement runs in its own process so peak memory (RSS on CPU, torch.cuda.max_memory_allocated
-on GPU) belongs to that loop alone. Steps/s is measured after 3 warm-up steps.
+on GPU) belongs to that loop alone; the two loops take turns, round after round. Step time is the
+median optimizer-step interval after 3 warm-up steps, from torch's global optimizer-step hook (the
+same clock for both). The hypernetwork comparison is benchmarks/train_hypernetwork.py.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import Results, Row, StepClock, machine, median, print_rows, result_line, run_child, write_results  # noqa: E402
 
 WARMUP = 3
 
@@ -100,7 +110,7 @@ def make_dataset(folder: Path, n: int, size: int) -> Path:
 
 # ---- the two loops --------------------------------------------------------------------------------
 
-def run_ours(pipe, family, dataset: Path, size: int, steps: int, device: str, batch: int) -> dict:
+def run_ours(pipe, family, dataset: Path, size: int, steps: int, device: str, batch: int, precision: str) -> None:
     from datakit.console import Reporter
     from datakit.train.config import build_config
     from datakit.train.model import base_from_pipeline
@@ -109,39 +119,39 @@ def run_ours(pipe, family, dataset: Path, size: int, steps: int, device: str, ba
     out = Path(tempfile.mkdtemp())
     cfg = build_config({"dataset": dataset, "base_model": "bench", "output": out, "max_steps": steps, "rank": 16,
                         "resolution": size, "batch_size": batch, "device": "cuda" if device == "cuda" else "cpu",
-                        "latent_cache": "ram", "save_precision": "fp16"})
-    info = run_train(cfg, Reporter(quiet=True), base=base_from_pipeline(pipe, name="bench", family=family))
-    return {"steps_per_s": info["speed"].get("steady_steps_per_s") or info["speed"]["steps_per_s"],
-            "total_s": info["timings"]["total_s"]}
+                        "latent_cache": "ram", "save_precision": "fp16", "mixed_precision": precision})
+    run_train(cfg, Reporter(quiet=True), base=base_from_pipeline(pipe, name="bench", family=family))
 
 
-def run_reference(pipe, family, dataset: Path, size: int, steps: int, device: str, batch: int) -> dict:
-    """The diffusers example loop: encode image and caption every step, fp32, peft LoRA on attention only."""
+def run_reference(pipe, family, dataset: Path, size: int, steps: int, device: str, batch: int, precision: str) -> None:
+    """The diffusers example loop: encode image and caption every step, peft LoRA on attention only."""
     import numpy as np
     import torch
     from diffusers import DDPMScheduler
     from peft import LoraConfig
     from PIL import Image
 
-    t_start = time.perf_counter()
+    weight_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     unet, vae, tes, toks = pipe.unet, pipe.vae, [pipe.text_encoder], [pipe.tokenizer]
     if family == "sdxl":
         tes.append(pipe.text_encoder_2)
         toks.append(pipe.tokenizer_2)
     for m in [unet, vae, *tes]:
         m.requires_grad_(False)
-        m.to(device, torch.float32)
+        m.to(device, weight_dtype)  # the example: frozen models in the mixed-precision dtype
     unet.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:  # cast_training_params: the trainable LoRA weights stay fp32
+        p.data = p.data.float()
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16")
     opt = torch.optim.AdamW(params, lr=1e-4)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     images = sorted((dataset / "1_sks").glob("*.png"))
-    ends = []
     for step in range(steps):
         paths = [images[(step * batch + k) % len(images)] for k in range(batch)]
         pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((size, size)), np.float32) / 127.5 - 1)
-                              .permute(2, 0, 1) for p in paths]).to(device)
+                              .permute(2, 0, 1) for p in paths]).to(device, weight_dtype)
         captions = [p.with_suffix(".txt").read_text() for p in paths]
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
@@ -159,7 +169,8 @@ def run_reference(pipe, family, dataset: Path, size: int, steps: int, device: st
         if family == "sdxl":
             ids = torch.tensor([[size, size, 0, 0, size, size]] * batch, device=device, dtype=hidden.dtype)
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": ids}
-        pred = unet(sched.add_noise(latents, noise, t), t, hidden, **kwargs).sample
+        with autocast:
+            pred = unet(sched.add_noise(latents, noise, t), t, hidden, **kwargs).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -167,13 +178,10 @@ def run_reference(pipe, family, dataset: Path, size: int, steps: int, device: st
         opt.zero_grad()
         if device == "cuda":
             torch.cuda.synchronize()
-        ends.append(time.perf_counter())
-    steady = (len(ends) - WARMUP) / (ends[-1] - ends[WARMUP - 1])
-    return {"steps_per_s": round(steady, 4), "total_s": round(time.perf_counter() - t_start, 3)}
 
 
 def one(args) -> None:
-    """Child process: build, run one loop, print JSON with the peak memory."""
+    """Child process: build, run one loop, print RESULT {...} with its step times and peak memory."""
     import resource
 
     import torch
@@ -186,7 +194,11 @@ def one(args) -> None:
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         fn = run_ours if args.one == "ours" else run_reference
-        result = fn(pipe, family, data, args.size, args.steps, args.device, args.batch)
+        clock = StepClock(vae_encoders=False)
+        t0 = time.perf_counter()
+        fn(pipe, family, data, args.size, args.steps, args.device, args.batch, args.precision)
+        total = time.perf_counter() - t0
+    result = {**clock.summary(warmup=WARMUP), "total_s": round(total, 3)}
     if args.device == "cuda":
         result["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     else:
@@ -194,22 +206,22 @@ def one(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def measure(case, which, device, size, steps, images, batch, threads) -> dict:
+def measure(case, which, device, size, steps, images, batch, threads, precision) -> dict:
     cmd = [sys.executable, __file__, "--one", which, "--case", case, "--device", device, "--size", str(size),
-           "--steps", str(steps), "--images", str(images), "--batch", str(batch), "--threads", str(threads)]
+           "--steps", str(steps), "--images", str(images), "--batch", str(batch), "--threads", str(threads),
+           "--precision", precision]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise SystemExit(f"{case}/{which} failed:\n{proc.stderr[-3000:]}")
+    run = run_child(cmd, env=env)
+    if run.returncode:
+        raise SystemExit(f"{case}/{which} failed:\n{run.stderr[-3000:]}")
+    return result_line(run.stdout)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps")
-    ap.add_argument("--gpu", action="store_true", help="also the SD1.5-size and SDXL-size cases on CUDA")
-    ap.add_argument("--only", choices=["lora", "hypernetwork"], help="run only the LoRA or only the hypernetwork comparison")
+    ap.add_argument("--quick", action="store_true", help="fewer steps, one round")
+    ap.add_argument("--gpu", action="store_true", help="also the SD1.5-size and SDXL-size cases on CUDA (bf16, then fp32)")
+    ap.add_argument("--rounds", type=int, default=None, help="runs of each loop, alternating (default 2; quick 1)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--case", default="small", help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -218,38 +230,58 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=8, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="no", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         one(args)
         return
-    if args.only == "hypernetwork":
-        _hypernetwork_section(args.quick)
-        return
-    cases = [("small", "cpu", 64, 10 if args.quick else 25, 8, 2, 1)]
+    started, m0 = time.perf_counter(), machine()
+    rounds = args.rounds or (1 if args.quick else 2)
+    # (case, device, px, steps, images, batch, threads, precision)
+    cases = [("small", "cpu", 64, 10 if args.quick else 25, 8, 2, 1, "no")]
     if args.gpu:
-        cases += [("sd15", "cuda", 512, 12 if args.quick else 30, 8, 1, 1), ("sdxl", "cuda", 1024, 8 if args.quick else 20, 8, 1, 1)]
-    rows = []
-    for case, device, size, steps, images, batch, threads in cases:
-        ref = measure(case, "reference", device, size, steps, images, batch, threads)
-        ours = measure(case, "ours", device, size, steps, images, batch, threads)
-        rows.append((case, device, size, batch, ref, ours))
-        print(f"{case}: reference {ref}  datakit {ours}", file=sys.stderr)
-    print(f"{'case':<7}{'device':<7}{'px':>6}{'batch':>6}{'ref steps/s':>13}{'ours steps/s':>14}{'speed-up':>10}"
-          f"{'ref peak GB':>13}{'ours peak GB':>14}")
-    for case, device, size, batch, ref, ours in rows:
-        print(f"{case:<7}{device:<7}{size:>6}{batch:>6}{ref['steps_per_s']:>13.3f}{ours['steps_per_s']:>14.3f}"
-              f"{ours['steps_per_s'] / ref['steps_per_s']:>9.2f}x{ref['peak_mem_gb']:>13.2f}{ours['peak_mem_gb']:>14.2f}")
-    print("peak memory: process RSS on CPU, torch.cuda.max_memory_allocated on GPU; steps/s after 3 warm-up steps")
-    if args.only != "lora":
-        _hypernetwork_section(args.quick)
+        for precision in ("bf16", "no"):
+            cases += [("sd15", "cuda", 512, 12 if args.quick else 30, 8, 1, 1, precision),
+                      ("sdxl", "cuda", 1024, 8 if args.quick else 20, 8, 1, 1, precision)]
+    found: dict[tuple, dict[str, list[dict]]] = {}
+    for case in cases:
+        runs = found.setdefault(case, {"reference": [], "ours": []})
+        for r in range(rounds):
+            for which in (("reference", "ours") if r % 2 == 0 else ("ours", "reference")):
+                runs[which].append(measure(case[0], which, *case[1:]))
+        print(f"{case[0]} {case[-1]}: reference {runs['reference']}  datakit {runs['ours']}", file=sys.stderr)
 
+    def step(runs, key="step_s"):  # median over every round's steps after the warm-up
+        return median([g for x in runs for g in x[key][WARMUP - 1:]])
 
-def _hypernetwork_section(quick: bool) -> None:
-    """--method hypernetwork against A1111's way (plain attention, no caches): benchmarks/train_hypernetwork.py."""
-    from train_hypernetwork import bench_hypernetwork, print_table
-
-    print()
-    print_table(bench_hypernetwork(quick))
+    rows, table = [], {}
+    for case, runs in found.items():
+        name, device, size, steps, images, batch, threads, precision = case
+        ref_s, ours_s = step(runs["reference"]), step(runs["ours"])
+        ref_cpu, ours_cpu = step(runs["reference"], "step_cpu_s"), step(runs["ours"], "step_cpu_s")
+        ref_mem, ours_mem = (min(x["peak_mem_gb"] for x in runs[k]) for k in ("reference", "ours"))
+        prec = "fp32" if precision == "no" else precision
+        table[(name, prec)] = 1 / ours_s
+        mem = "GB GPU" if device == "cuda" else "GB peak RSS"
+        model = {"small": "small SD1-layout model", "sd15": "SD1.5-size UNet", "sdxl": "SDXL-size UNet"}[name]
+        rows.append(Row(case=f"LoRA, {model}, {size} px, batch {batch}, {device} {prec} (both)",
+                        datakit=f"{1 / ours_s:.2f} steps/s ({ours_cpu:.3g} CPU-s/step), {ours_mem:.2f} {mem}",
+                        baseline=f"diffusers example loop (peft on attention, VAE + text encoder every step): "
+                                 f"{1 / ref_s:.2f} steps/s ({ref_cpu:.3g} CPU-s/step), {ref_mem:.2f} {mem}",
+                        goal="never slower", result=f"{ref_s / ours_s:.2f}x", met=ours_s <= ref_s))
+    for name in ("sd15", "sdxl"):
+        if (name, "bf16") in table and (name, "fp32") in table:
+            gain = table[(name, "bf16")] / table[(name, "fp32")]
+            rows.append(Row(case=f"what bf16 adds to datakit ({name}, CUDA)", datakit=f"bf16: {table[(name, 'bf16')]:.2f} steps/s",
+                            baseline=f"fp32: {table[(name, 'fp32')]:.2f} steps/s", result=f"{gain:.2f}x"))
+    print_rows(rows)
+    write_results(Results(
+        benchmark="train", title="datakit train (LoRA) vs the diffusers example loop, same precision",
+        settings={"rounds": rounds, "cases": [dict(zip(("case", "device", "px", "steps", "images", "batch", "threads", "precision"), c))
+                                              for c in cases]},
+        rows=rows, measurements={f"{c[0]}-{c[-1]}": v for c, v in found.items()},
+        notes=[f"step time: median over {rounds} alternating rounds, after {WARMUP} warm-up steps; peak memory: the lower of the rounds"],
+        quick=args.quick), started=started, machine_at_start=m0)
 
 
 if __name__ == "__main__":

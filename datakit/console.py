@@ -19,6 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from datakit.paths import printable
+
 
 class _NullTask:
     def advance(self, n: int = 1) -> None:
@@ -47,13 +49,14 @@ class Reporter:
     def info(self, message: str) -> None:
         """A normal message (hidden by --quiet and --json)."""
         if not (self.quiet or self.json_mode):
-            self.err.print(escape(message))
+            # soft_wrap: the terminal wraps; rich would fold a long path mid-name, breaking copy-paste.
+            self.err.print(escape(message), soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """A warning: always recorded, printed unless --json."""
         self.warnings.append(message)
         if not self.json_mode:
-            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+            self.err.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str) -> Iterator[_Task | _NullTask]:
@@ -86,9 +89,9 @@ class Reporter:
             self._summary_table(info)
         # Skipped and failed inputs are printed even with --quiet: bad input never vanishes silently.
         for entry in info.get("skipped", []):
-            self.err.print(f"[yellow]skipped[/yellow] {escape(entry['source'])}: {escape(entry['reason'])}", soft_wrap=True)
+            self.err.print(f"[yellow]skipped[/yellow] {_shown(entry['source'])}: {_shown(entry['reason'])}", soft_wrap=True)
         for entry in info.get("failed", []):
-            self.err.print(f"[red]failed[/red] {escape(entry['source'])}: {escape(entry['reason'])}", soft_wrap=True)
+            self.err.print(f"[red]failed[/red] {_shown(entry['source'])}: {_shown(entry['reason'])}", soft_wrap=True)
 
     def _summary_table(self, info: dict) -> None:
         counts = info.get("counts", {})
@@ -99,8 +102,13 @@ class Reporter:
         if "timings" in info and "total_s" in info["timings"]:
             table.add_row("time", f"{info['timings']['total_s']:.1f} s")
         if info.get("output"):
-            table.add_row("output", escape(str(info["output"])))
+            table.add_row("output", _shown(info["output"]))
         self.err.print(table)
+
+
+def _shown(text) -> str:
+    """A user's file name or a reason naming one, safe to print: no markup, one line per entry."""
+    return escape(printable(str(text)))
 
 
 class _RateTask(_Task):

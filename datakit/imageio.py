@@ -6,8 +6,8 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +204,8 @@ def is_sidecar_name(path: Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 TMP_MARK = ".tmp-"
+# Temporary names are short and of fixed length (`.tmp-` + 16 hex digits), whatever the final name:
+# a temporary named after a 250-byte output would pass the file system's 255-byte limit.
 
 
 def _file_mode() -> int:
@@ -220,9 +222,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` when the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}{TMP_MARK}", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temporary(dest.parent)
     # mkstemp creates 0600 files; give the result the permissions a normal file write would have.
     os.chmod(tmp_path, _FILE_MODE)
     try:
@@ -236,6 +236,19 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _new_temporary(folder: Path) -> Path:
+    """Create an empty, fresh temporary file in `folder` (O_EXCL: never someone else's) and return its path."""
+    for _ in range(100):
+        candidate = folder / f"{TMP_MARK}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"no free temporary name in {folder}")  # pragma: no cover
 
 
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from datakit.captions import check_trigger
 from datakit.errors import UsageError
 from datakit.imageio import write_json_atomic, write_text_atomic
 
@@ -47,9 +48,30 @@ def read_stage_info(folder: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path} is corrupt ({exc}); re-run the stage that wrote it with --force") from exc
+    if not isinstance(info, dict):
+        raise UsageError(f"{path} is corrupt (not a JSON object); re-run the stage that wrote it with --force")
+    _check_carry(info, path)
+    return info
+
+
+def _check_carry(info: dict, path: Path) -> None:
+    """The values passed downstream are checked where they enter: a trigger word becomes a caption's
+    first tag and a file name, so a hand-edited `carry` is refused like a bad --trigger."""
+    carry = info.get("carry")
+    if carry is None:
+        return
+    if not isinstance(carry, dict):
+        raise UsageError(f"{path}: `carry` must be a JSON object")
+    if carry.get("trigger") is not None:
+        if not isinstance(carry["trigger"], str):
+            raise UsageError(f"{path}: carried trigger must be a string, got {carry['trigger']!r}")
+        check_trigger(carry["trigger"], source=f"`carry` in {path}")
+    keep = carry.get("keep_tokens")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+        raise UsageError(f"{path}: carried keep_tokens must be a whole number >= 0, got {keep!r}")
 
 
 def write_stage_info(folder: str | os.PathLike, info: dict) -> None:

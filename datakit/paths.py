@@ -108,5 +108,39 @@ def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return p == f or f in p.parents
 
 
+def check_apart(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], *, out_label: str = "OUT") -> None:
+    """Refuse (UsageError) an output folder that is, holds, or lies inside one of the run's input folders.
+
+    `inputs` maps how the user named each input (`IN`, `--backgrounds`, `concept 'x'`) to its folder.
+    A stage writing into a folder it reads from renames, links over or deletes the user's files.
+    """
+    out_p = Path(out)
+    for label, folder in inputs.items():
+        if folder is None or not Path(folder).exists():
+            continue
+        if Path(folder).resolve() == out_p.resolve():
+            raise UsageError(
+                f"{out_label} must differ from {label} (both are {out_p}): a stage never writes into a folder it reads"
+            )
+        if is_inside(out_p, folder):
+            raise UsageError(
+                f"{out_label} {out_p} is inside {label} ({folder}): a stage never writes into a folder it reads; "
+                f"put {out_label} beside it"
+            )
+        if out_p.exists() and is_inside(folder, out_p):
+            raise UsageError(
+                f"{label} ({folder}) is inside {out_label} {out_p}: the run would write over the folder it reads; "
+                f"move it out of {out_label} or give {out_label} another folder"
+            )
+
+
+def printable(name: str) -> str:
+    """A file name as one line of text for people: control characters (newline, tab, ESC) shown as
+    escapes such as `\\n`, so a name with a newline neither breaks a label nor fakes a second line."""
+    if not any(unicodedata.category(ch) == "Cc" for ch in name):
+        return name
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch for ch in name)
+
+
 def _from(source: str | None) -> str:
     return f" (in {source})" if source else ""

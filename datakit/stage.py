@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from datakit import __version__
 from datakit.console import Reporter
-from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, ImageError, StageError, UsageError
+from datakit.errors import EXIT_OK, EXIT_PARTIAL, EXIT_RUNTIME, StageError, UsageError
 from datakit.imageio import max_pixels, remove_stale_temporaries
+from datakit.lock import acquire as acquire_out_lock
 from datakit.manifest import (
     MANIFEST,
     STAGE_INFO,
@@ -35,127 +33,21 @@ from datakit.manifest import (
     write_manifest,
     write_stage_info,
 )
+from datakit.paths import check_apart, is_inside
+# The pool side lives in datakit.pool; stages import these names from here, as they always did.
+from datakit.pool import (  # noqa: F401
+    Task,
+    TaskResult,
+    default_workers,
+    die_with_parent,
+    parallel_map,
+    stop_all_workers,
+    stop_pool,
+)
 from datakit.seeding import item_seed
 
 # Config keys that never change what a stage writes, so they do not invalidate earlier results.
 VOLATILE_KEYS = frozenset({"workers", "quiet", "json", "force", "json_mode", "dry_run"})
-
-
-@dataclass
-class Task:
-    """One unit of work producing one output item."""
-
-    key: str  # stable, unique: drives the item's seed and reuse (e.g. the source's relative path)
-    inputs: list[Path] = field(default_factory=list)  # files whose bytes the output depends on
-    params: dict = field(default_factory=dict)  # per-item parameters, recorded and fingerprinted
-    payload: Any = None  # anything else the worker needs (picklable, not fingerprinted)
-    source: str | None = None  # what to name in messages (defaults to key)
-    seed: int = 0  # filled by StageRun.plan from (config seed, key)
-    fingerprint: str = ""  # filled by StageRun.plan
-
-
-@dataclass
-class TaskResult:
-    """What a worker did with one task."""
-
-    key: str
-    status: str = "ok"  # ok | skipped | failed
-    outputs: list[str] = field(default_factory=list)  # files written in OUT, relative; first = the item
-    row: dict = field(default_factory=dict)  # extra manifest fields (tags, params, warnings, ...)
-    warnings: list[str] = field(default_factory=list)
-    reason: str | None = None
-    seconds: float = 0.0
-
-
-def _run_one(fn: Callable[[Task, Any], TaskResult], task: Task, shared: Any) -> TaskResult:
-    """Run a task, turning exceptions into skipped (bad input) or failed (anything else) results."""
-    t0 = time.perf_counter()
-    try:
-        result = fn(task, shared)
-    except ImageError as exc:
-        result = TaskResult(key=task.key, status="skipped", reason=str(exc))
-    except Exception as exc:  # a failure of one item must not stop the others
-        tb = traceback.extract_tb(exc.__traceback__)
-        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-        result = TaskResult(key=task.key, status="failed", reason=f"{type(exc).__name__}: {exc}{where}")
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-_WORKER_STATE: dict = {}
-
-
-def _worker_init(fn, shared, threads: int, environ: dict | None = None) -> None:
-    # Ctrl-C reaches the whole process group: only the parent handles it. A worker interrupted
-    # inside the pool's queue machinery can die holding a lock, and shutdown then waits forever.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_STATE["fn"] = fn
-    _WORKER_STATE["shared"] = shared
-    if environ is not None:
-        # Forkserver workers inherit the environment of the moment the server started, not of
-        # now: take the parent's current one (DATAKIT_MAX_PIXELS, U2NET_HOME, HF_HOME, ...).
-        for key in [k for k in os.environ if k not in environ]:
-            del os.environ[key]
-        os.environ.update(environ)
-    # One pool process per core: keep each process's libraries single-threaded to avoid oversubscription.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    with contextlib.suppress(Exception):
-        import cv2
-
-        cv2.setNumThreads(threads)
-
-
-def _worker_call(task: Task) -> TaskResult:
-    return _run_one(_WORKER_STATE["fn"], task, _WORKER_STATE["shared"])
-
-
-def default_workers() -> int:
-    """All cores available to this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS/Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def parallel_map(
-    fn: Callable[[Task, Any], TaskResult], tasks: list[Task], *, workers: int, shared: Any = None
-) -> Iterator[TaskResult]:
-    """Yield one result per task (completion order); in-process when workers <= 1."""
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _run_one(fn, task, shared)
-        return
-    import multiprocessing as mp
-
-    # forkserver: safe with the progress bar's thread and fast to start on Linux.
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    workers = min(workers, len(tasks))
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(fn, shared, 1, dict(os.environ))
-    )
-    try:
-        # Bounded submission keeps memory flat for big runs.
-        pending = set()
-        it = iter(tasks)
-        for task in it:
-            pending.add(pool.submit(_worker_call, task))
-            if len(pending) >= workers * 4:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-            for task in it:
-                pending.add(pool.submit(_worker_call, task))
-                if len(pending) >= workers * 4:
-                    break
-    except BaseException:
-        # Interrupted (Ctrl-C) or the consumer stopped: drop queued work and let only the items
-        # already running finish (each writes atomically), instead of working through the queue.
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 class StageRun:
@@ -173,6 +65,7 @@ class StageRun:
         reporter: Reporter | None = None,
         seed: int = 0,
         pre_skipped: Iterable[dict] = (),
+        other_inputs: dict[str, str | os.PathLike | None] | None = None,
     ):
         self.stage = stage
         self.out = Path(out_dir)
@@ -190,8 +83,11 @@ class StageRun:
         self.reused = 0
         self.processed = 0
         self.tasks: list[Task] = []
+        # Folders read besides IN (`--backgrounds`, other concepts): OUT must stay apart from them too.
+        self.other_inputs = dict(other_inputs or {})
+        self._lock = None
         self._check_out_dir()
-        self.old_rows = {r["key"]: r for r in read_manifest(self.out) if "key" in r}
+        self.old_rows = self._own_rows(read_manifest(self.out))
         self.old_info = read_stage_info(self.out) if (self.out / STAGE_INFO).exists() else None
         self.config_hash = hash_json({k: v for k, v in config.items() if k not in VOLATILE_KEYS})
 
@@ -207,6 +103,7 @@ class StageRun:
                     f"OUT {self.out} is inside IN {self.inputs_dir}: a stage never writes into its input "
                     "(put OUT beside IN instead)"
                 )
+        check_apart(self.out, {"IN": self.inputs_dir, **self.other_inputs})
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"OUT exists and is not a folder: {self.out}")
         if self.out.is_dir():
@@ -217,7 +114,37 @@ class StageRun:
             raise UsageError(f"cannot create OUT {self.out}: {exc.strerror}") from exc
         if not os.access(self.out, os.W_OK):
             raise UsageError(f"OUT is not writable: {self.out}")
+        # One run per OUT: a second one would mix its files with ours. Taken before anything in OUT
+        # is read or cleaned (the temporaries below may be the running one's). The kernel lets go
+        # when this process dies; otherwise when this StageRun is dropped or close() is called.
+        lock = acquire_out_lock(self.out, f"this {self.stage} run")
+        self._lock = lock
+        weakref.finalize(self, lock.release)
         remove_stale_temporaries(self.out)
+
+    def close(self) -> None:
+        """Release OUT's lock now (it is also released when the run object goes away or the process ends)."""
+        if self._lock is not None:
+            self._lock.release()
+
+    def _own_rows(self, rows: list[dict]) -> dict[str, dict]:
+        """This stage's earlier rows, minus any whose files lie outside OUT (a hand-edited manifest):
+        those would be deleted, moved or trusted by path, so they are dropped and named instead."""
+        kept: dict[str, dict] = {}
+        for row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+                continue
+            names = [row.get("file")] if row.get("file") is not None else []
+            outputs = row.get("outputs", [])
+            names += outputs if isinstance(outputs, list) else [None]
+            bad = [n for n in names if not _names_inside(self.out, n)]
+            if bad:
+                self.reporter.warn(
+                    f"{self.out / MANIFEST}: ignored the row of {row['key']!r}: its file {bad[0]!r} is not inside OUT"
+                )
+                continue
+            kept[row["key"]] = row
+        return kept
 
     def _refuse_foreign_folder(self) -> None:
         """Never write over files that this stage did not make.
@@ -433,6 +360,13 @@ class StageRun:
         info.setdefault("timings", {})
         info["timings"] = dict(info["timings"], total_s=round(time.perf_counter() - self.started, 3))
         return info
+
+
+def _names_inside(out: Path, name) -> bool:
+    """True when `name` (from a manifest) is a relative path that stays inside `out`."""
+    if not isinstance(name, str) or not name or "\x00" in name or os.path.isabs(name):
+        return False
+    return is_inside(out / name, out)
 
 
 def exit_code_for(info: dict) -> int:

@@ -310,7 +310,6 @@ def test_every_effect_choice_is_recorded_and_varies(tmp_path, data):
 
 
 def test_generated_backgrounds_are_a_side_folder_and_feed_the_captions(tmp_path):
-    pytest.importorskip("datakit.stages.backgrounds")
     cut = _write_cutouts(tmp_path / "cut")
     out = tmp_path / "out"
     info = run_composite(CompositeConfig(input_dir=cut, out_dir=out, bg_count=3, width=128, height=128, workers=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from datakit import doctor
 
-MODEL_VARS = ("DATAKIT_REMBG_MODEL", "U2NET_HOME", "REMBG_HOME", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL", "HF_HOME", "HF_HUB_CACHE")
+MODEL_VARS = ("DATAKIT_REMBG_MODEL", "U2NET_HOME", "REMBG_HOME", "DATAKIT_TAGGER", "DATAKIT_BG_MODEL", "DATAKIT_BASE_MODEL", "DATAKIT_CLIP_MODEL", "HF_HOME", "HF_HUB_CACHE")
 
 
 @pytest.fixture
@@ -29,6 +30,9 @@ def test_collect_without_probe_is_json_and_complete(clean_env):
     assert set(report) >= {"system", "packages", "torch", "onnxruntime", "models", "disk", "warnings"}
     json.dumps(report)  # plain data only
     assert report["system"]["datakit"]
+    import datakit
+
+    assert report["system"]["datakit_path"] == str(Path(datakit.__file__).resolve().parent)  # the package, not doctor/
     assert report["packages"]["torch"].startswith("2.")
     assert report["torch"]["installed"] is True
     assert report["onnxruntime"]["installed"] is True and report["onnxruntime"]["probed"] is False

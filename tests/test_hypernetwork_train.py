@@ -13,7 +13,8 @@ from datakit.errors import UsageError
 from datakit.train import trainer as T
 from datakit.train.config import build_config
 from datakit.train.hypernetwork_data import LatentDists, fill_template, read_templates
-from datakit.train.hypernetwork_format import read_hypernetwork_file, shorthash
+from datakit.train.hypernetwork import read_hypernetwork_file
+from datakit.train.hypernetwork_format import shorthash
 from datakit.train.testing import save_tiny_model, write_tiny_dataset
 
 

@@ -3,7 +3,6 @@ then an edited subject that redoes only its own items."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,22 +15,8 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["cutout", "composite", "tag", "tags", "emit"]
-
-
-def _missing_commands() -> list[str]:
-    return [s for s in STAGES if importlib.util.find_spec(f"datakit.cli.{s}") is None]
-
-
-def _background_flags(tmp: Path) -> str:
-    """Procedural backgrounds (the demo's path) at 128 px; a folder of test-made ones without that stage."""
-    if importlib.util.find_spec("datakit.stages.backgrounds") is not None:
-        return "--size 128"
-    folder = tmp / "backgrounds"
-    folder.mkdir()
-    for i in range(4):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(folder / f"bg{i}.png")
-    return f"--size 128 --backgrounds {folder}"
+# Procedural backgrounds (the demo's path) at 128 px.
+COMPOSITE_FLAGS = "--size 128"
 
 
 def _subject(path: Path, colour, offset: int) -> None:
@@ -62,9 +47,6 @@ def _stamps(out: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_pipeline_end_to_end(tmp_path):
-    missing = _missing_commands()
-    if missing:
-        pytest.skip(f"stage commands not available yet: {', '.join(missing)}")
     if shutil.which("make") is None:
         pytest.skip("GNU make is not installed")
     subjects = tmp_path / "subjects"
@@ -72,7 +54,7 @@ def test_pipeline_end_to_end(tmp_path):
     _subject(subjects / "standing.png", (200, 80, 60), 0)
     _subject(subjects / "waving.png", (60, 90, 200), 8)
     out = tmp_path / "build"
-    bg = _background_flags(tmp_path)
+    bg = COMPOSITE_FLAGS
 
     first = _make(tmp_path, out, subjects, bg)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

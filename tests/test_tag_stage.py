@@ -60,9 +60,10 @@ def test_tags_images_with_known_outputs(images, model, tmp_path):
     assert info["counts"]["out"] == 3 and info["provider"] == "CPUExecutionProvider" and info["input_size"] == 64
     assert caption(out, "red") == RED
     assert caption(out, "green") == GREEN
-    # White (flattened transparency): both characters, every background at 1.0 in CSV order, rating tie -> first.
+    # White (flattened transparency): both characters, every background at 1.0 in name order (ties are
+    # broken by name, not by the CSV's order), rating tie -> first.
     assert caption(out, "clear") == (
-        "hatsune miku, kaname madoka, red background, green background, blue background, white background, "
+        "hatsune miku, kaname madoka, blue background, green background, red background, white background, "
         "solo, 1girl, ^_^, general"
     )
     # Images are hard-linked, not re-encoded.

@@ -82,7 +82,7 @@ def test_rewrite_dry_run(capsys, tmp_path, data, rules):
     "extra,message",
     [
         (["--rules", "missing.toml"], "rules file not found"),
-        (["--trigger", "a, b"], "--trigger must be one tag"),
+        (["--trigger", "a, b"], "(from --trigger) contains a comma"),
         (["--order", "random"], "Invalid value for '--order'"),
         (["--bogus"], "No such option: --bogus"),
     ],

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, config_dict, env_model
+from datakit.backgrounds.outputs import base_row, bg_name, write_outputs
 from datakit.console import Reporter
 from datakit.errors import ModelNotFoundError, StageError, UsageError
 from datakit.stage import StageRun, Task, TaskResult
@@ -76,7 +78,7 @@ def make_scheduler(pipe, name: str | None, turbo: bool):
     return classes[name].from_config(config, **kwargs)
 
 
-def load_for_generation(cfg, device: str, reporter: Reporter):
+def load_for_generation(cfg: BackgroundsConfig, device: str, reporter: Reporter):
     """Load the pipeline named by the config, ready on `device` (dtype, VAE, scheduler, SDPA)."""
     import torch
 
@@ -115,16 +117,20 @@ def _load_vae(name: str, dtype):
         return AutoencoderKL.from_pretrained(str(path) if path.exists() else name, torch_dtype=dtype,
                                              local_files_only=True, **kwargs)
     except Exception as exc:
+        from datakit.torchfile import unsafe_file_message, weights_only_refusal
+
+        reason = weights_only_refusal(exc)  # diffusers loads pickled weights with weights_only=True
+        if reason is not None:
+            raise UsageError(unsafe_file_message(name, "the VAE", reason)) from None
         raise ModelNotFoundError(
             f"cannot load the VAE {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
             "(give a folder with config.json + weights, a .safetensors file, or a Hugging Face id in the cache)"
         ) from exc
 
 
-def plan_tasks(cfg, reporter: Reporter) -> list[Task]:
+def plan_tasks(cfg: BackgroundsConfig, reporter: Reporter) -> list[Task]:
     """One task per image: its scene (round-robin over the scene list), prompt, negative prompt, size."""
     from datakit.backgrounds.scenes import BUILTIN_SCENES, assign_scenes, parse_prompts_file
-    from datakit.stages.backgrounds import DEFAULT_NEGATIVE, bg_name
 
     scenes = parse_prompts_file(cfg.prompts_file) if cfg.prompts_file else list(BUILTIN_SCENES)
     negative = DEFAULT_NEGATIVE if cfg.negative_prompt is None else cfg.negative_prompt
@@ -137,10 +143,8 @@ def plan_tasks(cfg, reporter: Reporter) -> list[Task]:
     return tasks
 
 
-def run_diffusion(cfg, reporter: Reporter) -> dict:
+def run_diffusion(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
     """The sdxl engine's whole run: plan, load the model only if there is work, generate in batches, finish."""
-    from datakit.stages.backgrounds import _config_dict, env_model
-
     if cfg.width % 8 or cfg.height % 8:
         raise UsageError(f"size {cfg.width}x{cfg.height}: width and height must be multiples of 8 for diffusion models")
     model = cfg.model or env_model()
@@ -156,7 +160,7 @@ def run_diffusion(cfg, reporter: Reporter) -> dict:
 
     state = _accelerate_state()
     main = state is None or state.is_main_process
-    run = StageRun("backgrounds", cfg.out_dir, _config_dict(cfg), force=cfg.force, reporter=reporter if main else Reporter(quiet=True),
+    run = StageRun("backgrounds", cfg.out_dir, config_dict(cfg), force=cfg.force, reporter=reporter if main else Reporter(quiet=True),
                    seed=cfg.seed)
     todo = run.plan(tasks)
     if not todo and run.nothing_to_do():
@@ -208,8 +212,6 @@ def _generate_batch(pipe, batch: list[Task], cfg, steps: int, guidance: float) -
     """Generate one batch and write its files; a failure marks the whole batch failed (OOM stops the run)."""
     import torch
 
-    from datakit.stages.backgrounds import _write_outputs
-
     t0 = time.perf_counter()
     generators = [torch.Generator("cpu").manual_seed(int(t.seed)) for t in batch]
     try:
@@ -228,14 +230,12 @@ def _generate_batch(pipe, batch: list[Task], cfg, steps: int, guidance: float) -
     results = []
     per = (time.perf_counter() - t0) / len(batch)
     for task, img in zip(batch, images):
-        outputs = _write_outputs(Path(cfg.out_dir), task.payload["name"], cfg.format, img, task.params["tags"])
+        outputs = write_outputs(Path(cfg.out_dir), task.payload["name"], cfg.format, img, task.params["tags"])
         results.append(TaskResult(key=task.key, outputs=outputs, row=_row(task, cfg), seconds=per))
     return results
 
 
 def _row(task: Task, cfg) -> dict:
-    from datakit.stages.backgrounds import base_row
-
     p = task.params
     return base_row(scene=p["scene"], prompt=p["prompt"], negative=p["negative_prompt"], tags=p["tags"], engine="sdxl",
                     model=cfg.model, size=p["size"], ground_y=p["ground_y"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 import typer
@@ -28,7 +27,7 @@ app = typer.Typer(
 )
 
 # Each module defines `register(app)`; they import only typer at import time so `--help` stays instant.
-COMMAND_MODULES = ["cutout", "backgrounds", "composite", "tag", "tags", "emit", "train", "doctor"]
+COMMAND_MODULES = ["cutout", "backgrounds", "composite", "tag", "tags", "emit", "train", "eval", "doctor"]
 
 
 def _version(value: bool) -> None:
@@ -44,9 +43,9 @@ def _root(
     """Dataset preparation and augmentation for Stable Diffusion adapters (LoRA, hypernetworks)."""
 
 
+# A missing command module is an ImportError here, on purpose: a deleted command must not vanish quietly.
 for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(f"datakit.cli.{_name}") is not None:
-        importlib.import_module(f"datakit.cli.{_name}").register(app)
+    importlib.import_module(f"datakit.cli.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

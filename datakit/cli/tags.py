@@ -91,15 +91,13 @@ def rewrite_cmd(
     """Rewrite captions by a rules file; images are hard-linked, never re-encoded."""
 
     def work(reporter):
-        from datakit.errors import UsageError
+        from datakit.captions import check_trigger
         from datakit.tags.rewrite import RewriteConfig, run_tags_rewrite
         from datakit.tags.rules import Rules, load_rules
 
         r = load_rules(rules) if rules is not None else Rules()
         if trigger is not None:
-            if not trigger.strip() or "," in trigger:
-                raise UsageError(f"--trigger must be one tag without commas, got {trigger!r}")
-            r.trigger = trigger.strip()
+            r.trigger = check_trigger(trigger, source="--trigger")
         if underscores is not None:
             r.output.underscores = underscores
         if escape is not None:

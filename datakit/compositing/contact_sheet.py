@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from datakit.imageio import save_image_atomic
+from datakit.paths import printable
 
 MAX_IMAGES = 400  # beyond this the thumbnails get too small to judge anything
 CELL = 192  # thumbnail size in pixels
@@ -26,7 +27,8 @@ def _thumb(path: Path, cell: int) -> Image.Image | None:
 
 
 def _label(name: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
-    """The file name, shortened in the middle until it fits the cell."""
+    """The file name on one line (control characters escaped), shortened in the middle until it fits."""
+    name = printable(name)  # Pillow cannot measure multi-line text: a name with a newline crashed here
     if draw.textlength(name, font=font) <= width:
         return name
     keep = len(name)

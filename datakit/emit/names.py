@@ -6,6 +6,7 @@ import re
 import unicodedata
 
 from datakit.errors import UsageError
+from datakit.paths import check_name
 
 MAX_NAME = 64
 # Word characters (any script), dot and dash survive; everything else becomes `_`.
@@ -22,6 +23,8 @@ def sanitize_name(raw: str) -> str:
     text = text[:MAX_NAME].rstrip("._-")
     if not text:
         raise UsageError(f"concept name {raw!r} has no usable characters (use letters, digits, '_', '-' or '.')")
+    # The boundary check every name that becomes a path passes (the name is only used as `<repeats>_<name>`).
+    check_name(f"1_{text}", "concept name", source=repr(raw))
     return text
 
 

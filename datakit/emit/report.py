@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import html
+from collections import Counter
 from pathlib import Path
 
 from datakit.captions import canonical, split_caption
 from datakit.emit.balance import Plan
 from datakit.imageio import write_text_atomic
+from datakit.tags.stats import collect_stats, short_list
 
 TOP_TAGS = 40
 
@@ -39,31 +42,31 @@ window.addEventListener('load', function () {
 
 
 def tag_table(rows: list[dict]) -> tuple[list[str], list[tuple[str, list[int], int]]]:
-    """Tag frequencies per concept: (concept names, [(tag, counts per concept, total)]) most frequent first."""
-    import pandas as pd
+    """Tag frequencies per concept: (concept names, [(tag, counts per concept, total)]) most frequent first.
 
-    records = []
+    Counted with dictionaries in one pass (each caption's tags once): linear in the captions' length,
+    so one 600k-tag caption costs seconds, not a pandas cross-table of 600k rows.
+    """
     spelling: dict[str, str] = {}  # tags match in any spelling; show the first one seen (`sail_kun` stays)
+    per_concept: dict[str, Counter] = {}
+    total: Counter = Counter()
     for r in rows:
+        keys: dict[str, None] = {}
         for t in split_caption(r.get("caption") or ""):
-            spelling.setdefault(canonical(t), t)
-        for tag in dict.fromkeys(spelling[canonical(t)] for t in split_caption(r.get("caption") or "")):
-            records.append({"concept": r.get("concept"), "tag": tag})
-    if not records:
+            k = canonical(t)
+            spelling.setdefault(k, t)
+            keys[k] = None
+        per_concept.setdefault(str(r.get("concept")), Counter()).update(keys.keys())
+        total.update(keys.keys())
+    if not total:
         return [], []
-    table = pd.crosstab(pd.DataFrame(records)["tag"], pd.DataFrame(records)["concept"])
-    table["__total"] = table.sum(axis=1)
-    table = table.sort_values(["__total"], ascending=False, kind="stable").head(TOP_TAGS)
-    concepts = [c for c in table.columns if c != "__total"]
-    return concepts, [(str(tag), [int(v) for v in row[concepts]], int(row["__total"])) for tag, row in table.iterrows()]
+    concepts = sorted(per_concept)
+    top = heapq.nsmallest(TOP_TAGS, total, key=lambda k: (-total[k], spelling[k]))  # ties: by name
+    return concepts, [(spelling[k], [per_concept[c][k] for c in concepts], total[k]) for k in top]
 
 
 def caption_stats(out: Path, folders: dict[str, str]) -> dict[str, dict]:
-    """`datakit tags stats` summaries of each emitted concept folder ({} where that module is absent)."""
-    try:
-        from datakit.tags.stats import collect_stats
-    except ImportError:
-        return {}
+    """`datakit tags stats` summaries of each emitted concept folder."""
     result = {}
     for name, folder in folders.items():
         try:
@@ -84,7 +87,7 @@ def _stats_table(stats: dict[str, dict]) -> list[str]:
             continue
         tok = s.get("clip_tokens", {})
         method = tok.get("method", method)
-        every = ", ".join(s.get("in_every_image", []))
+        every = short_list(s.get("in_every_image", []))
         parts.append(
             f"<tr><td>{e(name)}</td><td>{s.get('images')}</td><td>{s.get('captioned')}</td><td>{s.get('distinct_tags')}</td>"
             f"<td>{s.get('tags_per_image', {}).get('mean')}</td><td>{tok.get('max')}</td><td>{tok.get('over_window')}</td>"
@@ -98,6 +101,10 @@ def _stats_table(stats: dict[str, dict]) -> list[str]:
 
 
 def _img_tag(out: Path, row: dict) -> str:
+    # Only a thumbnail the row owns (its outputs are checked inside OUT): a hand-edited manifest must
+    # not pull another file into the page.
+    if row.get("thumb") not in row.get("outputs", []):
+        return '<span class="warn">(thumbnail missing)</span>'
     thumb = out / row["thumb"]
     try:
         data = base64.b64encode(thumb.read_bytes()).decode("ascii")

@@ -126,19 +126,9 @@ def family_of_checkpoint(keys: list[str]) -> str:
 
 def _load_ckpt_state_dict(path: Path) -> dict:
     """A pickled .ckpt's state dict, loaded with weights_only=True (never runs pickled code)."""
-    import pickle
+    from datakit.torchfile import load_plain_torch
 
-    import torch
-
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        raise UsageError(
-            f"refusing to load {path}: it contains pickled Python objects beyond plain tensors, which could run code. "
-            "Convert it to .safetensors with a tool you trust, or use the model's .safetensors release"
-        ) from exc
-    except Exception as exc:
-        raise ModelNotFoundError(f"cannot read checkpoint {path}: {exc} (is the file complete?)") from exc
+    obj = load_plain_torch(path, what="checkpoint", mmap=True, damaged=ModelNotFoundError)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -393,6 +383,13 @@ def _read_json(path: Path) -> dict:
 
 
 def _first_line(exc: BaseException | None) -> str:
+    from datakit.torchfile import names_code, weights_only_refusal
+
+    refusal = weights_only_refusal(exc)
+    if refusal is not None:  # diffusers/transformers refused a pickled .bin: say why, not torch's unsafe advice
+        if names_code(refusal):
+            return f"a pickled weights file holds Python objects beyond tensors, which could run code ({refusal}); refused"
+        return f"a pickled weights file is not a plain tensor file ({refusal})"
     text = str(exc).strip().splitlines() if exc else []
     if not text:
         return type(exc).__name__

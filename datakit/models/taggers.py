@@ -132,6 +132,16 @@ class Labels:
     def __len__(self) -> int:
         return len(self.names)
 
+    def name_rank(self) -> np.ndarray:
+        """Each label's position in name order (ties in confidence are broken by it), computed once."""
+        rank = self.__dict__.get("_name_rank")
+        if rank is None:
+            order = sorted(range(len(self.names)), key=lambda i: (self.names[i], i))
+            rank = np.empty(len(self.names), dtype=np.int64)
+            rank[order] = np.arange(len(self.names))
+            self.__dict__["_name_rank"] = rank
+        return rank
+
     def allowed(self, undesired: frozenset[str]) -> np.ndarray:
         """Boolean mask of the labels not in `undesired` (canonical forms), computed once per set."""
         cache = self.__dict__.setdefault("_allowed", {})
@@ -218,6 +228,10 @@ class TaggerSession:
     fixed_batch: int | None  # the graph's batch dimension when it is a fixed number
     providers: list[str]  # providers the session actually uses, best first
     outputs: int  # tags in selected_tags.csv: the width every output row must have
+    # The one batch shape every call runs at (the last batch padded). Kernels pick their blocking
+    # and summation order by shape, so an image's probabilities would otherwise depend on how
+    # many images ran beside it (up to 1.7e-3 on a real WD14 model: tag order flips on re-runs).
+    batch: int | None = None
 
     @property
     def provider(self) -> str:
@@ -228,10 +242,14 @@ class TaggerSession:
         return self.provider != "CPUExecutionProvider"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a float32 NHWC batch; a fixed-batch graph gets its batch padded."""
+        """Probabilities for a float32 NHWC batch, always run at the session's one batch shape
+        (the graph's fixed batch, else `self.batch`): a short batch is padded with white images."""
         n = len(batch)
-        if self.fixed_batch and n != self.fixed_batch:
-            pad = np.full((self.fixed_batch - n, *batch.shape[1:]), 255.0, dtype=np.float32)
+        shape = self.fixed_batch or self.batch or n
+        if n > shape:
+            raise ValueError(f"a batch of {n} images does not fit the model's batch shape of {shape}")
+        if n < shape:
+            pad = np.full((shape - n, *batch.shape[1:]), 255.0, dtype=np.float32)
             batch = np.concatenate([batch, pad])
         probs = np.asarray(self.session.run(None, {self.input_name: batch})[0], dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] != self.outputs:
@@ -341,10 +359,12 @@ def select_tags(
     probs = np.asarray(probs, dtype=np.float32)
     allowed = labels.allowed(undesired)
 
+    name_rank = labels.name_rank()
+
     def pick(idx: np.ndarray, threshold: float) -> list[tuple[str, float]]:
         chosen = idx[(probs[idx] >= threshold) & allowed[idx]]
-        # Highest confidence first; equal scores keep the CSV order (stable sort).
-        chosen = chosen[np.argsort(-probs[chosen], kind="stable")]
+        # Highest confidence first; equal scores by name, so the order never rests on the CSV's order.
+        chosen = chosen[np.lexsort((name_rank[chosen], -probs[chosen]))]
         return [(labels.names[i], float(probs[i])) for i in chosen]
 
     g_thr, c_thr = general_threshold, character_threshold

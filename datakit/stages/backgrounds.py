@@ -9,107 +9,27 @@ prompt, negative_prompt, engine, model, size, ground_y):
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datakit.captions import format_caption, parse_caption
+from datakit.backgrounds.config import DEFAULT_NEGATIVE, BackgroundsConfig, check_config, config_dict
+from datakit.backgrounds.outputs import base_row, bg_name, write_outputs
+from datakit.captions import parse_caption
 from datakit.console import Reporter
 from datakit.errors import ImageError, UsageError
-from datakit.imageio import is_image_name, open_image, save_image_atomic, save_png_array_atomic, write_text_atomic
+from datakit.imageio import is_image_name, open_image
 from datakit.stage import StageRun, Task, TaskResult, default_workers, run_simple_stage
 
-ENGINES = ("procedural", "sdxl", "folder")
-FORMATS = ("png", "jpg")
-MODEL_ENV = "DATAKIT_BG_MODEL"
-DEFAULT_NEGATIVE = (
-    "person, character, people, human, text, watermark, signature, logo, "
-    "lowres, worst quality, low quality, blurry, jpeg artifacts, deformed"
-)
-
-
-@dataclass
-class BackgroundsConfig:
-    """Everything the backgrounds stage needs; the CLI builds it from its options."""
-
-    out_dir: Path
-    count: int | None  # None only for the folder engine: one background per photo
-    engine: str = "procedural"  # procedural | sdxl | folder
-    width: int = 1024
-    height: int = 1024
-    seed: int = 0
-    prompts_file: Path | None = None
-    model: str | None = None  # sdxl engine: folder, .safetensors or Hugging Face id (else $DATAKIT_BG_MODEL)
-    from_dir: Path | None = None  # folder engine
-    tags: list[str] | None = None  # folder engine: tags for photos without a same-stem .txt
-    workers: int | None = None
-    force: bool = False
-    format: str = "png"  # png | jpg
-    # Diffusion engine options.
-    family: str | None = None  # sd1 | sd2 | sdxl; detected when None
-    config_dir: Path | None = None
-    vae: str | None = None  # e.g. madebyollin/sdxl-vae-fp16-fix (a folder or a Hugging Face id)
-    steps: int | None = None  # default 30, or 4 with turbo
-    guidance: float | None = None  # default 6.0, or 0 with turbo
-    negative_prompt: str | None = None  # default DEFAULT_NEGATIVE
-    scheduler: str | None = None  # euler | euler_a | dpmpp_2m | dpmpp_2m_karras | ddim | unipc
-    turbo: bool = False  # few-step checkpoints (SDXL-Turbo/Lightning): trailing timesteps, guidance 0
-    batch_size: int = 4
-    device: Any = "auto"
-    dtype: str = "auto"  # auto | fp16 | bf16 | fp32
-    prediction_type: str | None = None
-    # Folder engine options.
-    crop: str = "center"  # center | random
-    ground_y: float | None = -1.0  # folder engine: where the ground is; -1: the default (0.82); None: no ground
-    extra: dict = field(default_factory=dict)  # free-form, recorded in datakit.json
-
-
-def bg_name(index: int, count: int) -> str:
-    """bg000, bg001, ... padded to the largest index's width, at least 3 digits."""
-    return f"bg{index:0{max(3, len(str(max(count - 1, 0))))}d}"
-
-
-def _check(cfg: BackgroundsConfig) -> None:
-    if cfg.engine not in ENGINES:
-        raise UsageError(f"unknown engine {cfg.engine!r} (choose {', '.join(ENGINES)})")
-    if cfg.count is not None and cfg.count < 1:
-        raise UsageError(f"--count must be at least 1, got {cfg.count}")
-    if cfg.count is None and cfg.engine != "folder":
-        raise UsageError("--count is required (how many backgrounds to make)")
-    if cfg.width < 16 or cfg.height < 16 or cfg.width > 8192 or cfg.height > 8192:
-        raise UsageError(f"size {cfg.width}x{cfg.height} is out of range (16..8192 pixels per side)")
-    if cfg.format not in FORMATS:
-        raise UsageError(f"unknown format {cfg.format!r} (png or jpg)")
-    if cfg.engine == "folder" and cfg.from_dir is None:
-        raise UsageError("--engine folder needs --from DIR (your photos)")
-    if cfg.engine != "folder" and cfg.from_dir is not None:
-        raise UsageError(f"--from is for --engine folder (the engine is {cfg.engine})")
-    if cfg.crop not in ("center", "random"):
-        raise UsageError(f"unknown crop {cfg.crop!r} (center or random)")
-    if cfg.ground_y is not None and cfg.ground_y != -1.0 and not 0 <= cfg.ground_y <= 1:
-        raise UsageError(f"--ground {cfg.ground_y} is outside 0..1 (a fraction of the height from the top)")
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    if cfg.steps is not None and cfg.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {cfg.steps}")
-
-
-def _config_dict(cfg: BackgroundsConfig) -> dict:
-    """The config as recorded and fingerprinted (count is not in it: more images keep the earlier ones)."""
-    d = asdict(cfg)
-    for k in ("out_dir", "count", "force", "workers"):
-        d.pop(k)
-    d["device"] = str(getattr(cfg.device, "value", cfg.device))
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+# The stage's public face: callers (the CLI, composite) take the config and names from here.
+__all__ = ["DEFAULT_NEGATIVE", "BackgroundsConfig", "bg_name", "match_procedural", "procedural_plan", "run_backgrounds"]
 
 
 def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter | None = None) -> dict:
     """Make the backgrounds in cfg.out_dir; returns the datakit.json info."""
     reporter = reporter or Reporter(quiet=True)
-    _check(cfg)
+    check_config(cfg)
     if cfg.engine == "folder":
         return _run_folder(cfg, reporter)
     if cfg.engine == "sdxl":
@@ -117,30 +37,6 @@ def run_backgrounds(cfg: BackgroundsConfig, reporter: Reporter | None = None) ->
 
         return run_diffusion(cfg, reporter)
     return _run_procedural(cfg, reporter)
-
-
-def _write_outputs(out: Path, name: str, fmt: str, image, tags: list[str]) -> list[str]:
-    """Write the image (uint8 array or PIL image) and its caption atomically; returns the file names."""
-    file = f"{name}.{fmt}"
-    if isinstance(image, np.ndarray) and fmt == "png":
-        save_png_array_atomic(image, out / file)
-    else:
-        from PIL import Image
-
-        pil = Image.fromarray(image) if isinstance(image, np.ndarray) else image
-        params = {"quality": 95, "subsampling": 0} if fmt == "jpg" else {"compress_level": 3}
-        save_image_atomic(pil.convert("RGB"), out / file, **params)
-    write_text_atomic(out / f"{name}.txt", format_caption(tags) + "\n")
-    return [file, f"{name}.txt"]
-
-
-def base_row(*, scene: str, prompt: str, negative: str | None, tags, engine: str, model: str | None,
-             size: tuple[int, int], ground_y: float | None) -> dict:
-    """The manifest fields every engine writes."""
-    return {
-        "tags": list(tags), "scene": scene, "prompt": prompt, "negative_prompt": negative, "engine": engine,
-        "model": model, "size": [int(size[0]), int(size[1])], "ground_y": ground_y,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +95,7 @@ def _draw_one(task: Task, shared: dict) -> TaskResult:
     p = task.params
     scene = scene_by_name(p["scene"])
     img, ground_y, tags = render(scene, task.seed, p["size"][0], p["size"][1])
-    outputs = _write_outputs(Path(shared["out"]), task.payload["name"], shared["format"], img, tags)
+    outputs = write_outputs(Path(shared["out"]), task.payload["name"], shared["format"], img, tags)
     row = base_row(scene=scene.name, prompt=p["prompt"], negative=None, tags=tags, engine="procedural", model=None,
                    size=p["size"], ground_y=ground_y)
     return TaskResult(key=task.key, outputs=outputs, row=row)
@@ -212,7 +108,7 @@ def _run_procedural(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
         name = bg_name(i, cfg.count)
         tasks.append(Task(key=name, params={"scene": scene.name, "prompt": prompt, "size": [cfg.width, cfg.height]},
                           payload={"name": name}))
-    run = StageRun("backgrounds", cfg.out_dir, _config_dict(cfg), force=cfg.force, reporter=reporter, seed=cfg.seed)
+    run = StageRun("backgrounds", cfg.out_dir, config_dict(cfg), force=cfg.force, reporter=reporter, seed=cfg.seed)
     workers = cfg.workers or default_workers()
     shared = {"out": str(cfg.out_dir), "format": cfg.format}
     scenes = sorted({s.name for s, _ in plan})
@@ -233,7 +129,7 @@ def _crop_one(task: Task, shared: dict) -> TaskResult:
     loaded = open_image(task.payload["photo"])  # ImageError -> skipped and named
     rng = np.random.default_rng(task.seed)
     img, box = cover_crop(loaded.image, p["size"][0], p["size"][1], p["crop"], rng)
-    outputs = _write_outputs(Path(shared["out"]), task.payload["name"], shared["format"], img, p["tags"])
+    outputs = write_outputs(Path(shared["out"]), task.payload["name"], shared["format"], img, p["tags"])
     row = base_row(scene=p["scene"], prompt="", negative=None, tags=p["tags"], engine="folder", model=None,
                    size=p["size"], ground_y=p["ground_y"])
     row["crop"] = {"mode": p["crop"], "box": box}
@@ -284,15 +180,10 @@ def _run_folder(cfg: BackgroundsConfig, reporter: Reporter) -> dict:
                           source=item.key))
     if untagged:
         reporter.warn(f"{len(untagged)} photos have no same-stem .txt and no --tags were given: their captions are empty")
-    run = StageRun("backgrounds", cfg.out_dir, _config_dict(cfg), inputs_dir=src, upstream=inputs.upstream,
+    run = StageRun("backgrounds", cfg.out_dir, config_dict(cfg), inputs_dir=src, upstream=inputs.upstream,
                    force=cfg.force, reporter=reporter, seed=cfg.seed, pre_skipped=pre_skipped)
     workers = cfg.workers or default_workers()
     shared = {"out": str(cfg.out_dir), "format": cfg.format}
     return run_simple_stage(run, tasks, _crop_one, workers=workers, shared=shared, description="backgrounds",
                             extra={"engine": "folder"})
 
-
-def env_model() -> str | None:
-    """The model named by $DATAKIT_BG_MODEL, if set."""
-    value = os.environ.get(MODEL_ENV, "").strip()
-    return value or None

@@ -43,6 +43,7 @@ from datakit.errors import ImageError, StageError, UsageError
 from datakit.imageio import save_png_array_atomic, write_bytes_atomic, write_text_atomic
 from datakit.inputs import discover, read_caption_file
 from datakit.seeding import item_rng
+from datakit.paths import MAX_NAME_BYTES, truncate_name
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
@@ -237,7 +238,12 @@ def build_tasks(cfg: CompositeConfig, subjects: list[Subject], backgrounds: list
     for j, (bg, occurrence, suffix) in enumerate(slots):
         i, kk = divmod(j, k)
         subj = subjects[(int(order[i]) * k + kk) % len(subjects)]
-        name = f"{subj.stem}__{bg.stem}" + (f"_k{occurrence}" if suffix else "")
+        tail = f"_k{occurrence}" if suffix else ""
+        full = f"{subj.stem}__{bg.stem}{tail}"
+        # Two long stems joined pass the file system's 255-byte limit: cut with a hash of the whole
+        # name (kept in the manifest row's params), the `_k` suffix kept readable.
+        name = truncate_name(f"{subj.stem}__{bg.stem}", max_bytes=MAX_NAME_BYTES - len(tail), key=full) + tail
+        long_name = {"full_name": full} if name != full else {}
         framing = framings[j]
         tasks.append(
             Task(
@@ -248,6 +254,7 @@ def build_tasks(cfg: CompositeConfig, subjects: list[Subject], backgrounds: list
                     "ground_y": bg.ground_y, "ground_known": bg.ground_known,
                     # Folder backgrounds get an estimated ground line: a better estimator redoes them.
                     **({"ground_estimate": ESTIMATOR_VERSION} if bg.ground_source == "none" else {}),
+                    **long_name,
                 },
                 payload={"subject": subj, "background": bg},
                 source=f"{subj.key} on {bg.key}",
@@ -415,6 +422,7 @@ def run_composite(cfg: CompositeConfig, reporter: Reporter | None = None) -> dic
     run = StageRun(
         "composite", cfg.out_dir, _config_dict(cfg), inputs_dir=cfg.input_dir, upstream=upstream,
         force=cfg.force, reporter=reporter, seed=cfg.seed, pre_skipped=skipped,
+        other_inputs={"--backgrounds": cfg.backgrounds},
     )
 
     if cfg.backgrounds is not None:

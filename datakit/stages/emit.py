@@ -35,8 +35,9 @@ from datakit.imageio import (
     write_json_atomic,
     write_text_atomic,
 )
-from datakit.inputs import discover, read_caption_file
+from datakit.inputs import discover, read_caption_file, sibling
 from datakit.manifest import carried_from
+from datakit.paths import check_apart
 from datakit.stage import StageRun, Task, TaskResult
 
 # Extensions kohya's loader reads with Pillow as they are; anything else is re-encoded as PNG.
@@ -229,12 +230,12 @@ def _resolve_concepts(cfg: EmitConfig) -> list[_Concept]:
         if reg_name.casefold() in seen:
             raise UsageError(f"--reg-class {cfg.reg_class!r} gives the same name as concept {seen[reg_name.casefold()]!r}; rename the concept")
         concepts.append(_Concept(name=reg_name, folder=Path(cfg.reg_dir), is_reg=True))
-    out = cfg.out_dir.resolve()
-    for c in concepts:
-        if c.folder.exists() and c.folder.resolve() == out:
-            raise UsageError(f"OUT must differ from the input folder of concept {c.name!r} ({c.folder})")
-        if c.folder.exists() and c.folder.resolve() in out.parents:
-            raise UsageError(f"OUT {cfg.out_dir} is inside the input folder of concept {c.name!r} ({c.folder}); put it beside it")
+    # Emit renames and removes repeat folders inside OUT: a concept folder there (say a previous
+    # OUT/img/1_x) would be renamed under the user, and OUT inside a concept folder is written into.
+    check_apart(cfg.out_dir, {
+        (f"the --reg folder ({c.name!r})" if c.is_reg else f"the input folder of concept {c.name!r}"): c.folder
+        for c in concepts
+    })
     return concepts
 
 
@@ -324,16 +325,15 @@ def run_emit(cfg: EmitConfig, reporter: Reporter) -> dict:
         for entry in c.inputs.skipped:
             pre_skipped.append({"source": f"{c.name}/{entry['source']}", "reason": entry["reason"]})
         for item in c.inputs.items:
-            txt = item.path.with_suffix(".txt")
-            cap = item.path.with_suffix(".caption")
-            captions = [p for p in (txt, cap) if p.is_file()]
+            txt, cap = sibling(item.path, ".txt"), sibling(item.path, ".caption")
+            captions = [p for p in (txt, cap) if p is not None]
             tasks.append(
                 Task(
                     key=f"{c.name}/{item.key}",
                     inputs=[item.path, *captions],
                     params={"concept": c.name, "stem": item.stem, "alpha": c.alpha, "reg": c.is_reg},
-                    payload={"path": str(item.path), "txt": str(txt) if txt.is_file() else None,
-                             "caption": str(cap) if cap.is_file() else None},
+                    payload={"path": str(item.path), "txt": str(txt) if txt else None,
+                             "caption": str(cap) if cap else None},
                     source=f"{c.name}/{item.key}",
                 )
             )

@@ -32,6 +32,9 @@ from datakit.models import taggers
 from datakit.stage import StageRun, Task, TaskResult, default_workers
 
 PROBS_FILE = "tags.parquet"
+# Batches always run at one shape (padded), so the shape must stay affordable: 256 x 448 px float32
+# is 0.6 GB of input.
+MAX_BATCH = 256
 FREQ_FILE = "tag_frequency.csv"
 EXISTING_MODES = ("append", "keep", "replace")
 # Upstream manifest fields that describe bookkeeping, not the item: not copied into our rows.
@@ -239,12 +242,16 @@ def _prepare(task: Task, size: int) -> tuple[np.ndarray | None, list[str], TaskR
 def infer(
     tasks: list[Task], session: taggers.TaggerSession, batch_size: int, workers: int
 ) -> Iterator[tuple[Task, np.ndarray | None, list[str], TaskResult | None]]:
-    """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs."""
-    # No bigger than the work: `--batch-size 4096` on 10 images must not allocate 4096 448-px slots (9 GiB).
-    # A fixed-batch graph still gets its full batch: TaggerSession.run pads.
-    batch_size = max(1, min(batch_size, len(tasks)))
+    """Yield (task, probabilities, loader notes, failure): decoding runs ahead in threads while the model runs.
+
+    Every batch runs at one shape, `batch_size` (the last one padded by TaggerSession.run), whatever
+    the number of tasks: an image tagged alone gets the same probabilities as in a full batch.
+    """
+    batch_size = max(1, batch_size)
+    session.batch = batch_size
     lookahead = batch_size * 2 + workers  # enough decoded images to fill the next batch while this one runs
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-tag")
+    try:
         queue: list[tuple[Task, Future]] = []
         it = iter(tasks)
 
@@ -269,9 +276,14 @@ def infer(
                 buffer[len(batch_tasks)] = arr
                 batch_tasks.append((task, notes))
             if batch_tasks:
-                probs = session.run(buffer[: len(batch_tasks)])
+                n = len(batch_tasks)
+                buffer[n:] = 255.0  # the last batch: white images fill the fixed shape
+                probs = session.run(buffer)[:n]
                 for (task, notes), p in zip(batch_tasks, probs):
                     yield task, p, notes, None
+    finally:
+        # Interrupted (Ctrl-C) or done: drop the decoding not started yet instead of finishing it.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +386,10 @@ def run_tag(cfg: TagConfig, reporter: Reporter) -> dict:
                    "device_requested": cfg.device}
     if need_model:  # one session for the whole run, opened before anything in OUT changes
         session = taggers.open_session(model.files, model.labels, device=cfg.device)
-        batch = session.fixed_batch or cfg.batch_size or (32 if session.on_gpu else 4)
+        batch = session.fixed_batch or min(cfg.batch_size or (32 if session.on_gpu else 4), MAX_BATCH)
+        if cfg.batch_size and not session.fixed_batch and cfg.batch_size > MAX_BATCH:
+            # The batch is one fixed shape (padded), so `-b 4096` on 10 images would mean 9 GiB of input.
+            reporter.warn(f"--batch-size {cfg.batch_size} is above {MAX_BATCH}, the largest batch the tagger runs: using {MAX_BATCH}")
         _report_session(session, cfg, batch, reporter)
         extra.update({"provider": session.provider, "batch_size": batch, "input_size": session.size})
 

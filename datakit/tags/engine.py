@@ -7,12 +7,13 @@ Order (docs/tags.md repeats it): parse -> dedupe -> alias -> replace -> remove -
 
 from __future__ import annotations
 
-import fnmatch
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from datakit.captions import canonical
 from datakit.tags.parse import Tag, format_one, parse_tags
+from datakit.tags.patterns import compile_glob
 from datakit.tags.rules import Conditional, OutputForm, Pattern, Rules
 
 
@@ -95,8 +96,13 @@ def _add(tags: list[Tag], new: list[str], hits: Counter, label: str) -> list[Tag
     return tags
 
 
+@lru_cache(maxsize=1024)
+def _folder_glob(glob: str):
+    return compile_glob(glob)  # case-insensitive, RE2: linear in the name's length
+
+
 def _glob_any(values: list[str], candidates: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(c.casefold(), v.casefold()) for v in values for c in candidates)
+    return any(_folder_glob(v).fullmatch(c) is not None for v in values for c in candidates)
 
 
 def scope_label(cond: Conditional) -> str:

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from datakit.console import Reporter
+from datakit.tags.stats import short_list
 
 
 def _p(out, text) -> None:
@@ -42,7 +43,7 @@ def print_stats(summary: dict, frequency, reporter: Reporter, *, top: int) -> No
     _p(out, f"tags per image: min {per['min']}, mean {per['mean']}, median {per['median']:g}, max {per['max']}")
     every = summary["in_every_image"]
     _p(out, 
-        "in every image (candidates for the trigger to absorb): " + (escape(", ".join(every)) if every else "none")
+        "in every image (candidates for the trigger to absorb): " + (escape(short_list(every)) if every else "none")
     )
     approx = "" if tok["exact"] else "~"
     _p(out, 

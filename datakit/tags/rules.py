@@ -2,7 +2,8 @@
 
 Every tag a rule names is matched on its canonical key, so `white_background`, `White Background`
 and `white background` in a rule or a caption are the same tag. Patterns: `*` and `?` globs
-(`*_background`), or a regular expression after `re:` (matched against the whole key).
+(`*_background`), or a regular expression after `re:` (matched against the whole key), both run by
+RE2 in linear time (datakit.tags.patterns).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datakit.captions import canonical
+from datakit.captions import canonical, check_trigger
 from datakit.errors import UsageError
 from datakit.tags import builtin
+from datakit.tags.patterns import PatternError, compile_glob, compile_regex
 
 ORDERS = ("keep", "frequency", "confidence", "alphabetical")
 WEIGHT_MODES = ("strip", "keep")
@@ -26,20 +28,23 @@ class Pattern:
     """A tag name or pattern from a rule, matched against canonical keys."""
 
     text: str  # as written in the rules file (used in messages and hit counts)
-    regex: re.Pattern | None = None  # None: an exact tag
+    regex: object | None = None  # a compiled RE2 pattern; None: an exact tag
     key: str = ""  # canonical key of an exact tag
 
     @classmethod
     def parse(cls, text: str) -> "Pattern":
-        """`re:...` regex, a glob with `*`/`?`, or an exact tag."""
+        """`re:...` regex, a glob with `*`/`?`, or an exact tag (PatternError for a regex RE2 refuses)."""
         if text.startswith("re:"):
-            return cls(text, re.compile(text[3:], re.IGNORECASE))
+            return cls(text, compile_regex(text[3:]))
         if "*" in text or "?" in text:
             # `_` and spaces are the same in tags; glob only knows `*` and `?` (brackets are literal).
             body = re.sub(r"\s+", " ", text.strip().replace("_", " ")).casefold()
-            regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in body)
-            return cls(text, re.compile(regex))
+            return cls(text, compile_glob(body))
         return cls(text, None, canonical(text))
+
+    def __reduce__(self):
+        # Compiled RE2 objects do not pickle; pool workers recompile from the text.
+        return (Pattern.parse, (self.text,))
 
     def matches(self, key: str) -> bool:
         """True when the canonical key is this tag or fits this pattern."""
@@ -187,9 +192,18 @@ class _Loader:
         for text in self.strings(value, where, after):
             try:
                 out.append(Pattern.parse(text))
-            except re.error as exc:
-                self.fail(where, f"bad regular expression {text!r}: {exc}", after=after)
+            except PatternError as exc:
+                self.fail(where, str(exc), after=after)
         return out
+
+    def trigger(self, value, where: str) -> str:
+        """A trigger word: one tag (no comma, newline, NUL), as datakit.captions.check_trigger says."""
+        text = self.string(value, where)
+        try:
+            return check_trigger(text)
+        except UsageError as exc:
+            self.fail(where, str(exc))
+        return text  # pragma: no cover - fail() raises
 
     def boolean(self, value, where: str) -> bool:
         if not isinstance(value, bool):
@@ -224,7 +238,7 @@ def rules_from_dict(doc: dict, loader: _Loader | None = None) -> Rules:
     ld.check_keys(doc, _TOP_KEYS, "")
     r = Rules(source=str(ld.path))
     if "trigger" in doc:
-        r.trigger = ld.string(doc["trigger"], "trigger")
+        r.trigger = ld.trigger(doc["trigger"], "trigger")
     r.remove = ld.patterns(doc.get("remove", []), "remove")
     r.add = ld.strings(doc.get("add", []), "add")
     r.keep = ld.patterns(doc.get("keep", []), "keep")
@@ -279,8 +293,11 @@ def rules_from_dict(doc: dict, loader: _Loader | None = None) -> Rules:
     ld.check_keys(out, _OUTPUT_KEYS, "output.", after)
     if "separator" in out:
         sep = out["separator"]
-        if not isinstance(sep, str) or "," not in sep and sep.strip():
-            ld.fail("output.separator", f"expected a comma with optional spaces (kohya splits at commas), got {sep!r}", after=after)
+        # Readers (kohya, A1111, datakit itself) split captions at commas only: any other separator
+        # would merge every caption into one tag.
+        if not isinstance(sep, str) or sep.strip(" ") != ",":
+            ld.fail("output.separator", f"expected a comma with optional spaces such as \", \" (kohya splits captions at "
+                    f"commas; anything else merges the tags into one), got {sep!r}", after=after)
         r.output.separator = sep
     if "underscores" in out:
         r.output.underscores = ld.boolean(out["underscores"], "output.underscores")

@@ -7,7 +7,9 @@ viewer) parse the JSON-valued ones (ss_tag_frequency, ss_dataset_dirs, ss_networ
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -74,10 +76,14 @@ def read_lora_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]
     if path.suffix != ".safetensors":
         raise UsageError(f"--network-weights must be a kohya-format .safetensors file, not {path.name}")
     tensors = {}
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        for k in f.keys():
-            tensors[k] = f.get_tensor(k)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            for k in f.keys():
+                tensors[k] = f.get_tensor(k)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a bad header or data
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UsageError(f"{path} is not a readable .safetensors file ({detail}); is it complete?") from None
     return tensors, metadata
 
 
@@ -136,9 +142,89 @@ def save_diffusers(network, base, folder: Path, dtype=None) -> Path:
     return dest
 
 
-def build_metadata(*, cfg, base, plan, network, step: int, epoch: int, started: float, trigger: str | None,
-                   tag_frequency: dict, dataset_dirs: dict, bucket_info: dict | None) -> dict[str, str]:
-    """kohya's ss_* keys and Stability AI's modelspec.* keys (all strings)."""
+# Optimizer keywords that choose an implementation, not the maths: kohya users never pass them.
+_IMPLEMENTATION_ARGS = {"params", "lr", "foreach", "fused", "capturable", "differentiable"}
+
+
+def kohya_optimizer_name(optimizer) -> str:
+    """ss_optimizer as kohya writes it: `module.Class`, plus `(k=v,...)` for the settings a kohya user would
+    pass as --optimizer_args to get this optimizer (those that differ from the class's defaults)."""
+    from datakit.train.checkpoint import optimizer_class_path
+
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    try:
+        params = inspect.signature(type(inner)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    args = []
+    for key, value in getattr(inner, "defaults", {}).items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if (key in _IMPLEMENTATION_ARGS or default is inspect.Parameter.empty or isinstance(value, torch.Tensor)
+                or value == default):
+            continue
+        args.append(f"{key}={value}")
+    return optimizer_class_path(inner) + (f"({','.join(args)})" if args else "")
+
+
+def kohya_bucket_info(spec, entries) -> dict:
+    """ss_bucket_info as kohya writes it: the used buckets sorted by (w, h), each with its image count
+    including repeats, and the mean |bucket aspect - image aspect| over the images (without repeats)."""
+    import numpy as np
+
+    counts: dict[tuple[int, int], int] = {}
+    errors = []
+    for e in entries:
+        w, h = e.bucket
+        counts[(w, h)] = counts.get((w, h), 0) + spec.subsets[e.subset].num_repeats
+        errors.append(abs(w / h - e.size[0] / e.size[1]))
+    buckets = {str(i): {"resolution": [w, h], "count": n} for i, ((w, h), n) in enumerate(sorted(counts.items()))}
+    return {"buckets": buckets, "mean_img_ar_error": float(np.mean(errors)) if errors else 0}
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path) -> str:
+    """The sha256 of a file's bytes (remembered per path, size and mtime: a base model is hashed once)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def a1111_old_hash(path) -> str:
+    """A1111's old model hash (kohya's model_hash): sha256 of the 64 KiB at offset 1 MiB, 8 hex digits."""
+    with open(path, "rb") as fh:
+        fh.seek(0x100000)
+        return hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+
+
+def base_model_hashes(model: str) -> dict[str, str]:
+    """ss_sd_model_name and, when the model is a local path, ss_sd_model_hash (A1111's old hash: sha256 of
+    64 KiB at 1 MiB, 8 hex digits) and ss_new_sd_model_hash (sha256 of the file), as kohya computes them.
+    A folder gets kohya's "IsADirectory" for both; a Hugging Face id gets no hashes."""
+    path = Path(str(model)).expanduser()
+    if not path.exists():
+        return {"ss_sd_model_name": str(model)}
+    out = {"ss_sd_model_name": path.name}
+    if path.is_dir():
+        out["ss_sd_model_hash"] = out["ss_new_sd_model_hash"] = "IsADirectory"
+    else:
+        out["ss_sd_model_hash"], out["ss_new_sd_model_hash"] = a1111_old_hash(path), sha256_file(path)
+    return out
+
+
+def build_metadata(*, cfg, base, plan, network, optimizer, step: int, epoch: int, started: float,
+                   trigger: str | None, tag_frequency: dict, dataset_dirs: dict,
+                   bucket_info: dict | None) -> dict[str, str]:
+    """kohya's ss_* keys and Stability AI's modelspec.* keys (all strings).
+
+    bucket_info: kohya_bucket_info(spec, entries) when bucketing, else None.
+    """
     now = _dt.datetime.now(_dt.timezone.utc)
     pred = base.prediction_type
     arch = ARCHITECTURES.get((base.family, pred), "stable-diffusion-v1")
@@ -156,9 +242,11 @@ def build_metadata(*, cfg, base, plan, network, step: int, epoch: int, started: 
         "ss_output_name": cfg.output_name,
         "ss_learning_rate": str(cfg.lr),
         "ss_unet_lr": str(cfg.unet_lr if cfg.unet_lr is not None else cfg.lr),
-        "ss_text_encoder_lr": str(cfg.text_encoder_lr if cfg.text_encoder_lr is not None else cfg.lr),
-        "ss_num_train_images": str(plan.num_train_images),
-        "ss_num_reg_images": str(plan.num_reg_images),
+        "ss_text_encoder_lr": (str(cfg.text_encoder_lr if cfg.text_encoder_lr is not None else cfg.lr)
+                               if network.trains_text_encoder else None),
+        # kohya counts images x repeats (train_util.py, DreamBoothDataset)
+        "ss_num_train_images": str(sum(s["images"] * s["repeats"] for s in plan.subsets if not s["is_reg"])),
+        "ss_num_reg_images": str(sum(s["images"] * s["repeats"] for s in plan.subsets if s["is_reg"])),
         "ss_num_batches_per_epoch": str(plan.steps_per_epoch),
         "ss_num_epochs": str(plan.epochs),
         "ss_epoch": str(epoch),
@@ -169,7 +257,7 @@ def build_metadata(*, cfg, base, plan, network, step: int, epoch: int, started: 
         "ss_gradient_accumulation_steps": str(cfg.grad_accum),
         "ss_lr_warmup_steps": str(cfg.warmup_steps),
         "ss_lr_scheduler": cfg.lr_scheduler,
-        "ss_optimizer": cfg.optimizer,
+        "ss_optimizer": kohya_optimizer_name(optimizer),
         "ss_mixed_precision": cfg.mixed_precision,
         "ss_full_fp16": "False",
         "ss_v2": str(base.family == "sd2"),
@@ -195,7 +283,6 @@ def build_metadata(*, cfg, base, plan, network, step: int, epoch: int, started: 
         "ss_bucket_info": json.dumps(bucket_info) if bucket_info else None,
         "ss_tag_frequency": json.dumps(tag_frequency, ensure_ascii=False),
         "ss_dataset_dirs": json.dumps(dataset_dirs, ensure_ascii=False),
-        "ss_sd_model_name": base.name,
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(network.rank),
         "ss_network_alpha": str(network.alpha),
@@ -212,6 +299,7 @@ def build_metadata(*, cfg, base, plan, network, step: int, epoch: int, started: 
         "modelspec.encoder_layer": str(cfg.clip_skip) if cfg.clip_skip > 1 else None,
         "modelspec.trigger_phrase": trigger,
     }
+    meta.update(base_model_hashes(cfg.base_model) if cfg.base_model else {"ss_sd_model_name": base.name})
     return {k: v for k, v in meta.items() if v is not None}
 
 

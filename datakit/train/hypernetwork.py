@@ -22,22 +22,15 @@ import torch
 from torch import nn
 
 from datakit.errors import UsageError
+from datakit.train.hypernetwork_format import (  # noqa: F401 - ACTIVATIONS, default_dropout_structure: used here and re-exported
+    ACTIVATIONS,
+    default_dropout_structure,
+    read_hypernetwork_state,
+    save_hypernetwork,
+)
 
-# The activations ComfyUI also loads; "swish" is Hardswish, as A1111 defines it.
-ACTIVATIONS = {
-    "linear": nn.Identity,
-    "relu": nn.ReLU,
-    "leakyrelu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "swish": nn.Hardswish,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "softsign": nn.Softsign,
-    "mish": nn.Mish,
-}
 WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
 DEFAULT_SIZES = {"sd1": [768, 320, 640, 1280], "sd2": [1024, 320, 640, 1280]}  # A1111's order: text width first
-A1111_DROPOUT = 0.3  # the rate A1111's default dropout rule uses
 
 
 def parse_layer_structure(value) -> list[float]:
@@ -53,20 +46,6 @@ def parse_layer_structure(value) -> list[float]:
     if any(n <= 0 for n in nums):
         raise UsageError("--layer-structure numbers must be positive")
     return nums
-
-
-def default_dropout_structure(layer_structure: list[float], use_dropout: bool, last_layer_dropout: bool = True,
-                              rate: float = A1111_DROPOUT) -> list[float]:
-    """A1111's rule for files without a dropout structure: `rate` after every hidden layer, the last
-    hidden layer only with last_layer_dropout, never after the output."""
-    n = len(layer_structure)
-    if not use_dropout:
-        return [0.0] * n
-    values = [0.0] + [rate] * max(0, n - 3)
-    if n >= 3:
-        values.append(rate if last_layer_dropout else 0.0)
-    values.append(0.0)
-    return values
 
 
 def parse_dropout_structure(value, layer_structure: list[float]) -> list[float]:
@@ -224,14 +203,10 @@ class Hypernetwork(nn.Module):
                 m.multiplier = float(value)
 
     def save(self, path, metadata: dict | None = None, dtype=None) -> None:
-        from datakit.train.hypernetwork_format import save_hypernetwork
-
         save_hypernetwork(self, path, **(metadata or {}))
 
     def load(self, path) -> dict:
         """Copy weights from an A1111 file with the same settings; returns its metadata."""
-        from datakit.train.hypernetwork_format import read_hypernetwork_file
-
         data = read_hypernetwork_file(path)
         other = data["network"]
         mine = {k: v.shape for k, v in self.state_dict().items()}
@@ -251,6 +226,23 @@ class Hypernetwork(nn.Module):
         if self.activate_output:
             extra.append("activated output")
         return f"hypernetwork {ls} ({', '.join(extra)}; init {self.weight_init}) on sizes {self.sizes}"
+
+
+def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
+    """Rebuild a Hypernetwork from an A1111 .pt file: {"network", "meta", "optimizer_state", "optimizer_name"}."""
+    f = read_hypernetwork_state(path, what=what)
+    st = f.structure
+    net = Hypernetwork(f.sizes, st.layer_structure, st.activation, layer_norm=st.layer_norm,
+                       dropout_structure=st.dropout_structure, use_dropout=st.use_dropout,
+                       activate_output=st.activate_output, weight_init=st.weight_init, init=False)
+    for size, pair in f.modules.items():
+        for module, sd in zip(net.layers_for(size), pair):
+            try:
+                module.load_state_dict(sd)
+            except RuntimeError as exc:
+                raise UsageError(f"{what}: {f.path}: size {size} does not match its settings "
+                                 f"({' '.join(str(exc).split())[:300]})") from None
+    return {"network": net, "meta": f.meta, "optimizer_state": f.optimizer_state, "optimizer_name": f.optimizer_name}
 
 
 def sizes_for(base, family: str) -> list[int]:

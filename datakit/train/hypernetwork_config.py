@@ -5,22 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datakit.errors import UsageError
+from datakit.train.hypernetwork_format import HypernetworkStructure
 from datakit.train.lr_schedule import CosineRestarts, StepSchedule, parse_schedule
 
 LATENT_SAMPLING = ("once", "deterministic", "random")
 
 
 @dataclass
-class HypernetworkSettings:
-    """What the hypernetwork trainer needs beyond the shared TrainConfig fields."""
+class HypernetworkSettings(HypernetworkStructure):
+    """What the hypernetwork trainer needs beyond the shared TrainConfig fields: the modules' structure, and:"""
 
-    layer_structure: list[float]
-    activation: str
-    layer_norm: bool
-    dropout_structure: list[float]
-    use_dropout: bool
-    activate_output: bool
-    weight_init: str
     sizes: list[int] | None  # None: from the base model
     lr: StepSchedule
     clip: StepSchedule | None  # None: no clipping

@@ -11,19 +11,48 @@ NAME.pt is a pickled dict of plain types only, so `torch.load(path, weights_only
 NAME.pt.optim is {"optimizer_name", "hash", "optimizer_state_dict"}; A1111 reuses the optimizer
 state only when "hash" equals the first 10 hex digits of NAME.pt's sha256 — so do we.
 
+Both are written in the zip layout torch used before 2.1 (only `<dir>/data.pkl`, `<dir>/data/N`
+and `<dir>/version`): stock A1111's safe-unpickle check (modules/safe.py, on by default) refuses
+any other entry, such as the `.format_version`, `.storage_alignment`, `byteorder` and
+`.data/serialization_id` records torch adds today, and every torch reads this layout.
+
 Reading accepts what A1111 reads: old files (no dropout_structure: A1111's default rule; old
 "linear1"/"linear2" keys) and its defaults for missing settings (activate_output defaults to True).
+Reading never runs pickled code (weights_only). This module only knows the file: building the
+modules from it is datakit.train.hypernetwork's job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from datakit.errors import UsageError
+
+# The activations ComfyUI also loads; "swish" is Hardswish, as A1111 defines it.
+ACTIVATIONS = {
+    "linear": nn.Identity,
+    "relu": nn.ReLU,
+    "leakyrelu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "swish": nn.Hardswish,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "softsign": nn.Softsign,
+    "mish": nn.Mish,
+}
+A1111_DROPOUT = 0.3  # the rate A1111's default dropout rule uses
+# modules/safe.py in A1111: the only zip entries its check lets through.
+A1111_ZIP_ENTRIES = re.compile(r"^[^/]+/((data/\d+)|version|(data\.pkl))$")
+_ALIGN = 64  # tensor records start on 64-byte boundaries, as torch writes them (memory-mapped loading)
+_PADDING_FIELD = 0xD935  # a zip "extra" field id used only for alignment padding; readers skip it
 
 SETTING_KEYS = ("step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
                 "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
@@ -32,13 +61,43 @@ OLD_KEYS = {"linear1.weight": "linear.0.weight", "linear1.bias": "linear.0.bias"
             "linear2.weight": "linear.1.weight", "linear2.bias": "linear.1.bias"}
 
 
+def default_dropout_structure(layer_structure: list[float], use_dropout: bool, last_layer_dropout: bool = True,
+                              rate: float = A1111_DROPOUT) -> list[float]:
+    """A1111's rule for files without a dropout structure: `rate` after every hidden layer, the last
+    hidden layer only with last_layer_dropout, never after the output."""
+    n = len(layer_structure)
+    if not use_dropout:
+        return [0.0] * n
+    values = [0.0] + [rate] * max(0, n - 3)
+    if n >= 3:
+        values.append(rate if last_layer_dropout else 0.0)
+    values.append(0.0)
+    return values
+
+
+def comfyui_differences(activation: str, layer_norm: bool, activate_output: bool,
+                        dropout_structure: list[float]) -> list[str]:
+    """Why ComfyUI's hypernetwork loader would compute these settings differently from A1111 (empty: it matches).
+
+    ComfyUI (comfy_extras/nodes_hypernetwork.py) rebuilds the modules from the keys and counts the
+    LayerNorms as layers, so with layer norm it puts the activation after the output Linear too;
+    and it adds Dropout(0.3) by its own rule and never switches to eval mode, so any dropout stays
+    on at inference and its output is random.
+    """
+    reasons = []
+    if layer_norm and activation != "linear" and not activate_output:
+        reasons.append(f"layer norm with the {activation} activation (ComfyUI also applies {activation} after the "
+                       "output layer; --activate-output or --activation linear match it)")
+    if any(p > 0 for p in dropout_structure):
+        reasons.append("dropout (ComfyUI keeps dropout on when it generates, so its results are random)")
+    return reasons
+
+
 def shorthash(path: Path) -> str:
     """A1111's short hash of a file: the first 10 hex digits of its sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:10]
+    from datakit.train.formats import sha256_file
+
+    return sha256_file(path)[:10]
 
 
 def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -71,12 +130,33 @@ def build_state(network, *, step: int = 0, name: str = "hypernetwork", sd_checkp
     return state
 
 
+def torch_bytes_a1111_accepts(obj) -> bytes:
+    """torch.save(obj) in the zip layout of torch < 2.1: the records A1111's check refuses are left out.
+
+    torch needs none of them to read the file (they record the writer's byte order and layout
+    version, and the newer torch falls back to the defaults these files were written with).
+    """
+    raw = io.BytesIO()
+    torch.save(obj, raw)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw.getvalue())) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not A1111_ZIP_ENTRIES.match(info.filename):
+                continue
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_STORED
+            # local header (30 bytes) + name + a padding field, so that the record's data starts aligned
+            start = out.tell() + 30 + len(info.filename.encode("utf-8")) + 4
+            pad = -start % _ALIGN
+            entry.extra = struct.pack("<HH", _PADDING_FIELD, pad) + bytes(pad)
+            dst.writestr(entry, src.read(info))
+    return out.getvalue()
+
+
 def _write_atomic(obj, path: Path) -> None:
     from datakit.imageio import write_bytes_atomic
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(Path(path), buf.getvalue())
+    write_bytes_atomic(Path(path), torch_bytes_a1111_accepts(obj))
 
 
 def save_hypernetwork(network, path, *, optimizer=None, optimizer_name: str = "AdamW", **meta) -> Path:
@@ -94,19 +174,39 @@ def save_hypernetwork(network, path, *, optimizer=None, optimizer_name: str = "A
 
 
 def _load_plain(path: Path, what: str):
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{what}: file not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - pickles with code objects, damaged files
-        raise UsageError(f"{what}: {path} cannot be read as a plain-data torch file (weights_only): "
-                         f"{str(exc).splitlines()[0][:200]}") from None
+    from datakit.torchfile import load_plain_torch
+
+    return load_plain_torch(path, what=what)
 
 
-def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
-    """Rebuild a Hypernetwork from an A1111 .pt file: {"network", "meta", "optimizer_state"}."""
-    from datakit.train.hypernetwork import ACTIVATIONS, Hypernetwork, default_dropout_structure
+@dataclass
+class HypernetworkStructure:
+    """The settings that shape an A1111 hypernetwork's modules (what the file's settings keys describe)."""
 
+    layer_structure: list[float]
+    activation: str
+    layer_norm: bool
+    dropout_structure: list[float]
+    use_dropout: bool
+    activate_output: bool
+    weight_init: str
+
+
+@dataclass
+class HypernetworkFile:
+    """An A1111 .pt file read and checked: its structure, each size's (k, v) state dicts, the matching .optim."""
+
+    path: Path
+    sizes: list[int]
+    structure: HypernetworkStructure
+    modules: dict[int, tuple[dict, dict]]
+    meta: dict = field(default_factory=dict)
+    optimizer_state: dict | None = None  # only when NAME.pt.optim belongs to these weights (its hash)
+    optimizer_name: str | None = None
+
+
+def read_hypernetwork_state(path, *, what: str = "hypernetwork") -> HypernetworkFile:
+    """Read an A1111 .pt (and its .optim) with A1111's defaults for what old files lack; never runs pickled code."""
     path = Path(path)
     state = _load_plain(path, what)
     if not isinstance(state, dict):
@@ -122,24 +222,15 @@ def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
     use_dropout = (True if dropout is not None and any(dropout) else bool(state.get("use_dropout", False)))
     if dropout is None:
         dropout = default_dropout_structure(layer_structure, use_dropout, bool(state.get("last_layer_dropout", False)))
-    net = Hypernetwork(sizes, layer_structure, activation, layer_norm=bool(state.get("is_layer_norm", False)),
-                       dropout_structure=[float(x) for x in dropout], use_dropout=use_dropout,
-                       activate_output=bool(state.get("activate_output", True)),
-                       weight_init=state.get("weight_initialization") or "Normal", init=False)
+    modules = {}
     for size in sizes:
         pair = state[size]
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise UsageError(f"{what}: {path}: size {size} does not hold a (k, v) pair")
-        for module, sd in zip(net.layers_for(size), pair):
-            sd = {OLD_KEYS.get(k, k): v for k, v in sd.items()}
-            try:
-                module.load_state_dict(sd)
-            except RuntimeError as exc:
-                raise UsageError(f"{what}: {path}: size {size} does not match its settings "
-                                 f"({' '.join(str(exc).split())[:300]})") from None
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(sd, dict) for sd in pair):
+            raise UsageError(f"{what}: {path}: size {size} does not hold a (k, v) pair of state dicts")
+        modules[size] = tuple({OLD_KEYS.get(k, k): v for k, v in sd.items()} for sd in pair)
     meta = {k: state.get(k) for k in SETTING_KEYS}
     meta["layer_structure"] = layer_structure
-    meta["dropout_structure"] = list(net.dropout_structure)
+    meta["dropout_structure"] = [float(x) for x in dropout]
     meta["step"] = int(state.get("step") or 0)
     optimizer_state, optimizer_name = None, None
     optim_path = Path(f"{path}.optim")
@@ -148,4 +239,10 @@ def read_hypernetwork_file(path, *, what: str = "hypernetwork") -> dict:
         if isinstance(saved, dict) and saved.get("hash") == shorthash(path):
             optimizer_state = saved.get("optimizer_state_dict")
             optimizer_name = saved.get("optimizer_name", "AdamW")
-    return {"network": net, "meta": meta, "optimizer_state": optimizer_state, "optimizer_name": optimizer_name}
+    structure = HypernetworkStructure(layer_structure=layer_structure, activation=activation,
+                                      layer_norm=bool(state.get("is_layer_norm", False)),
+                                      dropout_structure=[float(x) for x in dropout], use_dropout=use_dropout,
+                                      activate_output=bool(state.get("activate_output", True)),
+                                      weight_init=state.get("weight_initialization") or "Normal")
+    return HypernetworkFile(path=path, sizes=sizes, structure=structure, modules=modules, meta=meta,
+                            optimizer_state=optimizer_state, optimizer_name=optimizer_name)

@@ -163,8 +163,8 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
 
     # -- the hypernetwork: new, or continued from an A1111 file ---------------------------------
-    from datakit.train.hypernetwork import Hypernetwork, sizes_for
-    from datakit.train.hypernetwork_format import read_hypernetwork_file, save_hypernetwork
+    from datakit.train.hypernetwork import Hypernetwork, read_hypernetwork_file, sizes_for
+    from datakit.train.hypernetwork_format import comfyui_differences, save_hypernetwork
 
     resume_path = None if force else resolve_resume(cfg, out, name)
     optimizer_state, step = None, 0
@@ -195,6 +195,11 @@ def run_hypernetwork(cfg: TrainConfig, reporter, *, force: bool = False) -> dict
     network.train()
     reporter.info(f"network: {network.describe()}; {sum(network.hooked.values())} attention layers, "
                   f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters")
+    differences = comfyui_differences(network.activation, network.layer_norm, network.activate_output,
+                                      network.dropout_structure)
+    if differences:
+        reporter.warn("ComfyUI will compute this hypernetwork differently from A1111 (the file loads in both): "
+                      + "; ".join(differences) + ". docs/hypernetwork.md lists the portable settings")
     if step >= max_steps:
         raise UsageError(f"--resume: {resume_path} is already at step {step}, not below the {max_steps} steps planned; "
                          "give a larger --max-steps")

@@ -27,7 +27,6 @@ from datakit.train import data as D
 from datakit.train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.pt"
 DEFAULT_MAX_STEPS = 1600  # kohya's default when neither --max-steps nor --epochs is given
 
 
@@ -138,7 +137,9 @@ def _list_checkpoints(out: Path) -> list[Path]:
     folder = out / CHECKPOINTS
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / STATE_FILE).is_file() and p.name.startswith("step-"))
+    from datakit.train.checkpoint import has_training_state
+
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and has_training_state(p))
 
 
 def finish_outputs(log: "LossLog", out: Path, outputs: list[str]) -> None:
@@ -455,12 +456,12 @@ def run_train(cfg: TrainConfig, reporter, *, force: bool = False, base=None) -> 
             raise StageError("the training processes ended with different weights (a datakit bug; please report it)")
     outputs = []
     if main:
-        from datakit.train.formats import build_metadata, save_diffusers, save_dtype
+        from datakit.train.formats import build_metadata, kohya_bucket_info, save_diffusers, save_dtype
 
-        meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, step=step,
+        meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, optimizer=optimizer, step=step,
                               epoch=math.ceil(micro / plan.micro_per_epoch), started=started, trigger=trigger,
                               tag_frequency=D.tag_frequency(spec, entries), dataset_dirs=D.dataset_dirs(spec, entries),
-                              bucket_info={"buckets": plan.buckets} if plan.enable_bucket else None)
+                              bucket_info=kohya_bucket_info(spec, entries) if plan.enable_bucket else None)
         meta["ss_output_name"] = output_name
         if cfg.format == "diffusers":
             dest = save_diffusers(network, base, out / output_name, save_dtype(cfg.save_precision))
@@ -632,29 +633,19 @@ def _samples(base, network, prompts, cfg, plan, device, accelerator, dest: Path)
 
 def _save_checkpoint(out: Path, step: int, network, optimizer, lr_scheduler, accelerator, cfg, base, plan, started,
                      trigger, spec, entries, output_name) -> Path:
-    """checkpoints/step-NNNNNN/: the LoRA file (usable as is) + state.pt (everything to resume)."""
-    from datakit.train.formats import build_metadata, save_dtype
+    """checkpoints/step-NNNNNN/: the LoRA file (usable as is) + the training state (datakit.train.checkpoint)."""
+    from datakit.train.checkpoint import atomic_folder, capture_training_state, save_training_state
+    from datakit.train.formats import build_metadata, kohya_bucket_info, save_dtype
 
     folder = out / CHECKPOINTS / f"step-{step:06d}"
-    tmp = out / CHECKPOINTS / f".tmp-step-{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, step=step,
+    meta = build_metadata(cfg=cfg, base=base, plan=plan, network=network, optimizer=optimizer, step=step,
                           epoch=step // plan.steps_per_epoch, started=started, trigger=trigger,
                           tag_frequency=D.tag_frequency(spec, entries), dataset_dirs=D.dataset_dirs(spec, entries),
-                          bucket_info=None)
-    network.save(tmp / f"{output_name}-step{step:06d}.safetensors", meta, save_dtype(cfg.save_precision))
-    state = {
-        "step": step,
-        "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": lr_scheduler.state_dict(),
-        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "seed": cfg.seed,
-    }
-    torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)  # a checkpoint folder exists only when complete
+                          bucket_info=kohya_bucket_info(spec, entries) if plan.enable_bucket else None)
+    with atomic_folder(folder) as tmp:  # a checkpoint folder exists only when complete
+        network.save(tmp / f"{output_name}-step{step:06d}.safetensors", meta, save_dtype(cfg.save_precision))
+        save_training_state(tmp, capture_training_state(step, network, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                                        scaler=accelerator.scaler, settings={"seed": cfg.seed}))
     if cfg.keep_last:
         for old in _list_checkpoints(out)[:-cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -662,20 +653,14 @@ def _save_checkpoint(out: Path, step: int, network, optimizer, lr_scheduler, acc
 
 
 def _load_checkpoint(path: Path, network, optimizer, lr_scheduler, accelerator) -> int:
-    state_path = Path(path) / STATE_FILE
-    if not state_path.is_file():
-        raise UsageError(f"--resume: {path} is not a checkpoint folder (no {STATE_FILE})")
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
-    missing, unexpected = network.load_state_dict(state["network"], strict=False)
-    if missing or unexpected:
-        raise UsageError(f"--resume: {path} was written with other network settings (rank, conv, text encoder)")
+    from datakit.train.checkpoint import apply_training_state, load_training_state
+
+    state = load_training_state(path, what="--resume")
+    step = apply_training_state(state, network=network, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                                scaler=accelerator.scaler, source=str(path), what="--resume")
     for m in network.modules_list() if hasattr(network, "modules_list") else []:
         m.scale = float(m.alpha) / m.rank
-    optimizer.load_state_dict(state["optimizer"])
-    lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if state.get("scaler") is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(state["scaler"])
-    return int(state["step"])
+    return step
 
 
 # ---- feedback ---------------------------------------------------------------------------------
