@@ -17,7 +17,7 @@ covered and on scenes held out of them, over 2 seeds. Two model-free cross-check
 datakit eval's columns: the world's scene classifier on the same samples, and the share of
 samples showing zubi's magenta (a colour nothing else in the world has).
 
-    .venv/bin/python benchmarks/cure.py [--steps 600] [--seeds 2] [--work build/cure]
+    .venv/bin/python benchmarks/cure.py [--quick] [--steps 300] [--seeds 2] [--gate-samples 10] [--work build/cure]
 
 Before anything it measures the world model's quality gates (benchmarks/world/gates.py).
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,13 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import Results, Row, machine, print_rows, write_results  # noqa: E402
 from world.common import WEIGHTS  # noqa: E402
 from world.judge import SCENE_PROMPTS  # noqa: E402
 from world.mascot import TRIGGER, magenta_share, write_drawings  # noqa: E402
 from world.pictures import draw_background  # noqa: E402
 from world.scenes import SCENE_BY_NAME  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "cure.json"
 MODEL = WEIGHTS / "model"
 CLIP = WEIGHTS / "clip"
 RULES = ROOT / "benchmarks" / "world" / "rules.toml"
@@ -52,6 +53,8 @@ HELD_OUT = ("night", "grass", "underwater", "desert")
 BACKGROUNDS_PER_SCENE = 20
 BACKGROUND_SEED = 4321  # not the pretraining seed: backgrounds the model never saw
 MAGENTA_PRESENT = 0.02  # share of magenta pixels above which zubi counts as drawn (the world itself has none)
+# The issue's goal: A leaks (white on >= 50% of scene prompts), B does not (<= 10%) and still draws zubi.
+A_LEAKS, B_CURED, PRESENT = 0.5, 0.1, 0.5
 
 # The LoRA both runs train: rank 8 on every kohya target, plus 3x3 convs (LoCon) at rank 8.
 TRAIN_FLAGS = ["--rank", "8", "--alpha", "8", "--conv-rank", "8", "--conv-alpha", "8", "--lr", "1e-3",
@@ -63,18 +66,23 @@ def datakit_bin() -> str:
     return str(exe) if exe.is_file() else "datakit"
 
 
-def run(cmd: list[str], log: Path, *, ok=(0, 3)) -> float:
-    """Run one datakit command, its output in `log`; stop the benchmark with the log's tail if it fails."""
+def run(cmd: list[str], log: Path, *, ok=(0, 3)) -> dict:
+    """Run one datakit command, its output in `log`; stop the benchmark with the log's tail if it fails.
+
+    Returns its wall and CPU seconds. One torch thread by default (OMP_NUM_THREADS overrides): on a
+    busy shared CPU a second thread mostly waits on the first.
+    """
     shown = " ".join(str(c) for c in cmd).replace(str(ROOT) + "/", "")
     print(f"$ {shown}", flush=True)
-    t0 = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    t0, c0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "w", encoding="utf-8") as fh:
         rc = subprocess.run([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     if rc not in ok:
         print(log.read_text(encoding="utf-8")[-3000:])
         sys.exit(f"cure: `{shown}` failed with exit status {rc} (log: {log})")
-    return time.time() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": round(time.time() - t0, 1), "cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1)}
 
 
 def write_inputs(work: Path) -> dict[str, Path]:
@@ -100,7 +108,7 @@ def pipeline(work: Path, inputs: dict[str, Path], steps: int, seed: int) -> dict
     dk = datakit_bin()
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    t: dict[str, float] = {}
+    t: dict[str, dict] = {}
     t["tags rewrite (drawings)"] = run([dk, "tags", "rewrite", inputs["drawings"], work / "originals", "--rules", RULES],
                                        logs / "rewrite-originals.log")
     # A: the drawings only.
@@ -127,8 +135,8 @@ def pipeline(work: Path, inputs: dict[str, Path], steps: int, seed: int) -> dict
     return {**loras, "timings": t}
 
 
-def evaluate(work: Path, inputs: dict[str, Path], loras: dict, seeds: int, seed: int) -> Path:
-    """`datakit eval` on the base model, A and B with the world's CLIP; returns the eval folder."""
+def evaluate(work: Path, inputs: dict[str, Path], loras: dict, seeds: int, seed: int) -> tuple[Path, dict]:
+    """`datakit eval` on the base model, A and B with the world's CLIP; returns the eval folder and its timing."""
     out = work / "eval"
     # Eval names each adapter after its file: give them the run's name so the table says A and B.
     named = {}
@@ -142,16 +150,26 @@ def evaluate(work: Path, inputs: dict[str, Path], loras: dict, seeds: int, seed:
            "--batch-size", "8"]
     for dest in named.values():
         cmd += ["--adapter", dest]
-    run(cmd, work / "logs" / "eval.log")
-    return out
+    return out, run(cmd, work / "logs" / "eval.log")
 
 
-def sample_image(eval_dir: Path, sample: dict):
-    """The uint8 image eval wrote for one of its samples (its `file`), or None."""
+def sample_files(eval_dir: Path) -> dict[str, str]:
+    """key -> image file of every sample eval drew: eval.json's `file` where set, else its manifest row's."""
+    files = {}
+    manifest = eval_dir / "manifest.jsonl"
+    if manifest.is_file():
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("key") and row.get("file"):
+                files[row["key"]] = row["file"]
+    return files
+
+
+def sample_image(eval_dir: Path, file: str | None):
+    """The uint8 image eval wrote for one of its samples, or None."""
     import numpy as np
     from PIL import Image
 
-    file = sample.get("file")
     if not file or not (eval_dir / file).is_file():
         return None
     with Image.open(eval_dir / file) as im:
@@ -165,6 +183,7 @@ def table(eval_dir: Path) -> dict:
     from world.train_classifier import classify, load_classifier
 
     data = json.loads((eval_dir / "eval.json").read_text(encoding="utf-8"))
+    files = sample_files(eval_dir)
     clf, names = load_classifier()
     groups = {"covered": set(COVERED), "held out": set(HELD_OUT), "plain": {"plain"}}
     models = [m["label"] for m in data["models"]]
@@ -180,7 +199,7 @@ def table(eval_dir: Path) -> dict:
                 vals = [r.get(field) for r in rows if r.get(field) is not None]
                 return round(float(np.mean([float(v) for v in vals])), 3) if vals else None
 
-            found = [(r, sample_image(eval_dir, r)) for r in rows]
+            found = [(r, sample_image(eval_dir, r.get("file") or files.get(r["key"]))) for r in rows]
             found = [(r, p) for r, p in found if p is not None]
             pics = [p for _, p in found]
             world_scene = None
@@ -218,10 +237,11 @@ def print_table(result: dict) -> None:
             print(f"{model:<6} {group:<9} {row['samples']:>3} " + " ".join(cells))
 
 
-def gates(work: Path) -> dict:
+def gates(work: Path, samples: int) -> dict:
     """Measure the world model's quality gates first (gates.py), print them, return its JSON."""
     dest = work / "gates.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "world" / "gates.py"), "--model", str(MODEL), "--json", str(dest)]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "world" / "gates.py"), "--model", str(MODEL), "--json", str(dest),
+           "--samples", str(samples)]
     print("$ " + " ".join(cmd).replace(str(ROOT) + "/", ""), flush=True)
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     result = json.loads(dest.read_text(encoding="utf-8"))
@@ -229,46 +249,98 @@ def gates(work: Path) -> dict:
     return result
 
 
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def readme_rows(result: dict, gate: dict | None, world_step) -> list[Row]:
+    """The README lines: per scene group, B (datakit's cure) against A (the drawings as they are)."""
+    rows = []
+    for group in ("covered", "held out"):
+        a, b, base = (result.get(m, {}).get(group, {}) for m in ("A", "B", "base"))
+        if not a or not b:
+            continue
+
+        def cells(r):
+            return (f"white {fmt(r.get('white_rate'))}, plain {fmt(r.get('plain_rate'))}, "
+                    f"scene {fmt(r.get('scene_agreement'))}, mascot {fmt(r.get('mascot_presence'))} "
+                    f"(magenta {fmt(r.get('magenta_present'))})")
+
+        a_white, b_white = a.get("white_rate"), b.get("white_rate")
+        present = b.get("magenta_present")
+        met = None if a_white is None or b_white is None or present is None else bool(
+            a_white >= A_LEAKS and b_white <= B_CURED and present >= PRESENT)
+        scenes = ", ".join(COVERED if group == "covered" else HELD_OUT)
+        rows.append(Row(
+            case=f"LoRA on zubi, scenes {'covered by' if group == 'covered' else 'held out of'} the composites ({scenes}); "
+                 f"{b['samples']} samples",
+            datakit=f"B (cutout -> composite -> tags rewrite -> emit -> train): {cells(b)}",
+            baseline=f"A (the 5 drawings on white): {cells(a)}; base model: white {fmt(base.get('white_rate'))}, "
+                     f"scene {fmt(base.get('scene_agreement'))}",
+            goal=f"A white >= {A_LEAKS:.0%}, B white <= {B_CURED:.0%}, B mascot (magenta) >= {PRESENT:.0%}",
+            result=f"white {fmt(a_white)} -> {fmt(b_white)}", met=met))
+    if gate is not None:
+        rows.append(Row(
+            case=f"the world model's quality gates (pretraining step {world_step})",
+            datakit=f"'white background' prompts white {gate['white_rate_on_white_prompts']:.0%}, "
+                    f"prompted scene recognised {gate['scene_accuracy']:.0%}",
+            baseline="-", goal=f">= {gate['white_gate']:.0%} and >= {gate['scene_gate']:.0%}",
+            result="pass" if gate["passed"] else "fail", met=bool(gate["passed"])))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600, help="training steps of both LoRAs")
-    ap.add_argument("--seeds", type=int, default=2, help="eval samples per prompt and model")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 20 steps, 1 seed, 3 gate samples (results/quick/)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps of both LoRAs (default 300; quick 20)")
+    ap.add_argument("--seeds", type=int, default=None, help="eval samples per prompt and model (default 2; quick 1)")
+    ap.add_argument("--gate-samples", type=int, default=None, help="gate samples per scene (default 10; quick 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "cure")
     ap.add_argument("--skip-gates", action="store_true", help="do not re-measure the world model's gates")
     args = ap.parse_args()
+    args.steps = args.steps or (20 if args.quick else 300)
+    args.seeds = args.seeds or (1 if args.quick else 2)
+    args.gate_samples = args.gate_samples or (3 if args.quick else 10)
     if not (MODEL / "model_index.json").is_file() or not (CLIP / "config.json").is_file():
         sys.exit(f"cure: the world model is missing under {WEIGHTS}; see benchmarks/world/README.md to build it")
-    t0 = time.time()
+    world = json.loads((MODEL / "world_pretrain.json").read_text(encoding="utf-8"))
+    started, m0 = time.perf_counter(), machine()
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    gate = None if args.skip_gates else gates(args.work)
+    gate = None if args.skip_gates else gates(args.work, args.gate_samples)
     inputs = write_inputs(args.work)
     runs = pipeline(args.work, inputs, args.steps, args.seed)
-    eval_dir = evaluate(args.work, inputs, {"A": runs["A"], "B": runs["B"]}, args.seeds, args.seed)
+    eval_dir, runs["timings"]["eval"] = evaluate(args.work, inputs, {"A": runs["A"], "B": runs["B"]}, args.seeds, args.seed)
     result = table(eval_dir)
     print()
     print_table(result)
-    a_white = result.get("A", {}).get("covered", {}).get("white_rate")
-    summary = {
-        "benchmark": "cure: LoRA on 5 drawings on white (A) vs datakit cutout->composite->tags rewrite->emit (B)",
-        "reference": "A: the drawings as a user has them, trained with the same datakit train flags",
-        "world": {"model": str(MODEL.relative_to(ROOT)), "clip": str(CLIP.relative_to(ROOT)),
-                  "covered_scenes": list(COVERED), "held_out_scenes": list(HELD_OUT),
-                  "backgrounds": len(COVERED) * BACKGROUNDS_PER_SCENE},
-        "gates": gate,
-        "train": {"steps": args.steps, "seed": args.seed, "flags": TRAIN_FLAGS},
-        "seeds": args.seeds,
-        "table": result,
-        "timings_s": {k: round(v, 1) for k, v in runs["timings"].items()},
-        "total_s": round(time.time() - t0, 1),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": os.environ.get("OMP_NUM_THREADS", "2")},
+    print()
+    rows = readme_rows(result, gate, world.get("step"))
+    print_rows(rows)
+    settings = {
+        "world_model": str(MODEL.relative_to(ROOT)), "pretraining_step": world.get("step"),
+        "pretraining_cpu_hours": world.get("cpu_hours"), "clip": str(CLIP.relative_to(ROOT)),
+        "covered_scenes": list(COVERED), "held_out_scenes": list(HELD_OUT),
+        "backgrounds": len(COVERED) * BACKGROUNDS_PER_SCENE, "train_steps": args.steps, "seed": args.seed,
+        "train_flags": TRAIN_FLAGS, "eval_seeds": args.seeds, "gate_samples_per_scene": args.gate_samples,
+        "eval": "datakit eval defaults: 25 Euler steps, guidance 7, 64 px",
+        "torch_threads_per_command": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"\nA's white rate on covered scenes: {a_white}; written {RESULTS.relative_to(ROOT)} "
-          f"({summary['total_s'] / 60:.1f} min)")
+    notes = [
+        "The miniature world (benchmarks/world/) stands in for Stable Diffusion: a 3.2M-parameter SD1-layout UNet "
+        f"pretrained {world.get('step')} steps on 64 px pictures of 10 scenes, its own CLIP and scene classifier.",
+        "scene = datakit eval's scene_agreement (the world's CLIP); mascot = subject_presence (CLIP, against the base "
+        "model's sample); magenta = share of samples showing zubi's body colour, which nothing else in the world has.",
+    ]
+    write_results(Results(benchmark="cure", title=TITLE, settings=settings, rows=rows,
+                          measurements={"table": result, "gates": gate,
+                                        "timings": runs["timings"]},
+                          notes=notes, quick=args.quick), started=started, machine_at_start=m0)
+
+
+TITLE = "The cure: a LoRA trained on drawings on white (A) vs on datakit's composites (B), measured by datakit eval"
 
 
 if __name__ == "__main__":

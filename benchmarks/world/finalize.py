@@ -1,10 +1,11 @@
 """Turn the pretraining's latest EMA export into the committed world model, and summarise its log.
 
-    .venv/bin/python benchmarks/world/finalize.py [--run pretrain]
+    .venv/bin/python benchmarks/world/finalize.py [--run pretrain] [--source latest|export|checkpoint]
 
-Writes benchmarks/world/weights/model/ (the diffusers folder, fp16 safetensors: half the bytes, and
+Takes the EMA weights of the run's newest checkpoint (saved every 200 steps) when it is newer than
+its last export (every 1000), so a run stopped between exports loses nothing. Writes benchmarks/world/weights/model/ (the diffusers folder, fp16 safetensors: half the bytes, and
 datakit loads it in fp32 as it would any fp16 release) and benchmarks/world/pretrain-log.jsonl (the
-loss every 250 steps, then one summary row: steps, wall and CPU hours, parameter counts).
+mean loss of every 250 steps, then one summary row: steps, wall and CPU hours, parameter counts).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from world.common import CACHE, WEIGHTS, WORLD  # noqa: E402
 EVERY = 250
 
 
-def summarise_log(run: Path) -> list[dict]:
+def summarise_log(run: Path, every: int = EVERY) -> list[dict]:
+    """The mean loss of every `every` steps of the run's log (the last row of a step logged twice)."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     losses = [r for r in rows if "loss" in r]
     # A resumed run logs the steps after its checkpoint again: keep the last row of each step.
@@ -32,23 +34,59 @@ def summarise_log(run: Path) -> list[dict]:
     steps = sorted(by_step)
     out = []
     for s in steps:
-        if s % EVERY == 0:
-            window = [by_step[t]["loss"] for t in steps if s - EVERY < t <= s]
+        if s % every == 0:
+            window = [by_step[t]["loss"] for t in steps if s - every < t <= s]
             r = by_step[s]
-            out.append({"step": s, "loss_mean_last_250": round(float(np.mean(window)), 5),
+            out.append({"step": s, "loss_mean": round(float(np.mean(window)), 5), "over_steps": every,
                         "wall_hours": r.get("wall_hours"), "cpu_hours": r.get("cpu_hours")})
     return out
+
+
+def export_checkpoint(run: Path, ckpt: Path) -> Path:
+    """Export a checkpoint's EMA weights as a diffusers folder (run/export-ckpt), as pretraining exports."""
+    from world import checkpoint
+    from world.common import setup_torch
+    from world.pretrain import export, load_parts
+
+    torch = setup_torch(0)
+    vae, tokenizer, text_encoder, unet = load_parts(torch)
+    meta, ema = checkpoint.load(ckpt, modules={"te": text_encoder, "unet": unet}, optimizer=None)
+    folder = run / "export-ckpt"
+    export(torch, folder, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, ema=ema,
+           step=meta["step"], info={"wall_hours": round(meta.get("elapsed_s", 0.0) / 3600, 3),
+                                    "cpu_hours": round(meta.get("cpu_s", 0.0) / 3600, 3), "args": meta.get("args"),
+                                    "source": f"EMA of checkpoint {ckpt.name}"})
+    return folder
+
+
+def pick_source(run: Path, source: str) -> Path:
+    """The export folder to finalize: the run's export, or its newest checkpoint exported when newer."""
+    from world import checkpoint
+
+    export = run / "export"
+    ckpt = checkpoint.latest(run / "ckpt")
+    export_step = json.loads((export / "world_pretrain.json").read_text())["step"] if export.is_dir() else -1
+    ckpt_step = int(ckpt.name.removeprefix(checkpoint.PREFIX)) if ckpt is not None else -1
+    if source == "checkpoint" or (source == "latest" and ckpt_step > export_step):
+        if ckpt is None:
+            sys.exit(f"no checkpoint under {run / 'ckpt'}")
+        return export_checkpoint(run, ckpt)
+    if export_step < 0:
+        sys.exit(f"no export under {export}")
+    return export
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="pretrain")
+    ap.add_argument("--source", choices=("latest", "export", "checkpoint"), default="latest",
+                    help="latest: the newer of the export and the newest checkpoint's EMA")
     args = ap.parse_args()
     import torch
     from diffusers import StableDiffusionPipeline
 
     run = CACHE / args.run
-    export = run / "export"
+    export = pick_source(run, args.source)
     info = json.loads((export / "world_pretrain.json").read_text())
     pipe = StableDiffusionPipeline.from_pretrained(str(export), safety_checker=None, requires_safety_checker=False)
     tuned = CACHE / "vae-decoder" / "final"
@@ -62,6 +100,9 @@ def main() -> None:
     tmp = dest.with_name("model.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; tools on older transformers read CLIP's vocab.json + merges.txt.
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(CACHE / "tokenizer" / name, tmp / "tokenizer" / name)
     count = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "text_encoder", "vae")}
     (tmp / "world_pretrain.json").write_text(json.dumps({**info, "parameters": count}, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
