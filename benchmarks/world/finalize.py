@@ -42,24 +42,27 @@ def summarise_log(run: Path, every: int = EVERY) -> list[dict]:
     return out
 
 
-def export_checkpoint(run: Path, ckpt: Path) -> Path:
-    """Export a checkpoint's EMA weights as a diffusers folder (run/export-ckpt), as pretraining exports."""
+def export_checkpoint(run: Path, ckpt: Path, weights: str = "ema") -> Path:
+    """Export a checkpoint's EMA (or raw) weights as a diffusers folder (run/export-ckpt), as pretraining exports."""
     from world import checkpoint
     from world.common import setup_torch
     from world.pretrain import export, load_parts
 
     torch = setup_torch(0)
     vae, tokenizer, text_encoder, unet = load_parts(torch)
-    meta, ema = checkpoint.load(ckpt, modules={"te": text_encoder, "unet": unet}, optimizer=None)
+    modules = {"te": text_encoder, "unet": unet}
+    meta, ema = checkpoint.load(ckpt, modules=modules, optimizer=None)
+    if weights == "raw":  # early in a run the EMA still carries the first steps' weights
+        ema = {f"{n}.{k}": p.detach() for n, m in modules.items() for k, p in m.named_parameters()}
     folder = run / "export-ckpt"
     export(torch, folder, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, ema=ema,
            step=meta["step"], info={"wall_hours": round(meta.get("elapsed_s", 0.0) / 3600, 3),
                                     "cpu_hours": round(meta.get("cpu_s", 0.0) / 3600, 3), "args": meta.get("args"),
-                                    "source": f"EMA of checkpoint {ckpt.name}"})
+                                    "source": f"{'EMA' if weights == 'ema' else 'raw weights'} of checkpoint {ckpt.name}"})
     return folder
 
 
-def pick_source(run: Path, source: str) -> Path:
+def pick_source(run: Path, source: str, weights: str = "ema") -> Path:
     """The export folder to finalize: the run's export, or its newest checkpoint exported when newer."""
     from world import checkpoint
 
@@ -67,10 +70,10 @@ def pick_source(run: Path, source: str) -> Path:
     ckpt = checkpoint.latest(run / "ckpt")
     export_step = json.loads((export / "world_pretrain.json").read_text())["step"] if export.is_dir() else -1
     ckpt_step = int(ckpt.name.removeprefix(checkpoint.PREFIX)) if ckpt is not None else -1
-    if source == "checkpoint" or (source == "latest" and ckpt_step > export_step):
+    if source == "checkpoint" or weights == "raw" or (source == "latest" and ckpt_step > export_step):
         if ckpt is None:
             sys.exit(f"no checkpoint under {run / 'ckpt'}")
-        return export_checkpoint(run, ckpt)
+        return export_checkpoint(run, ckpt, weights)
     if export_step < 0:
         sys.exit(f"no export under {export}")
     return export
@@ -81,12 +84,15 @@ def main() -> None:
     ap.add_argument("--run", default="pretrain")
     ap.add_argument("--source", choices=("latest", "export", "checkpoint"), default="latest",
                     help="latest: the newer of the export and the newest checkpoint's EMA")
+    ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                    help="the EMA (what pretraining exports) or the raw weights of the newest checkpoint")
+    ap.add_argument("--dest", type=Path, default=WEIGHTS / "model", help="where the model folder goes")
     args = ap.parse_args()
     import torch
     from diffusers import StableDiffusionPipeline
 
     run = CACHE / args.run
-    export = pick_source(run, args.source)
+    export = pick_source(run, args.source, args.weights)
     info = json.loads((export / "world_pretrain.json").read_text())
     pipe = StableDiffusionPipeline.from_pretrained(str(export), safety_checker=None, requires_safety_checker=False)
     tuned = CACHE / "vae-decoder" / "final"
@@ -96,8 +102,8 @@ def main() -> None:
         pipe.vae = AutoencoderKL.from_pretrained(str(tuned))
         info["vae_decoder"] = "fine-tuned (train_vae.py --decoder-only)"
     pipe.to(torch.float16)
-    dest = WEIGHTS / "model"
-    tmp = dest.with_name("model.tmp")
+    dest = args.dest
+    tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     # transformers 5 saves only tokenizer.json; tools on older transformers read CLIP's vocab.json + merges.txt.
@@ -107,10 +113,13 @@ def main() -> None:
     (tmp / "world_pretrain.json").write_text(json.dumps({**info, "parameters": count}, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
+    if dest.resolve() != (WEIGHTS / "model").resolve():
+        print(f"{dest}: step {info['step']} ({info.get('source', 'export')})")
+        return  # a trial export: the committed log summary stays
     rows = summarise_log(run)
     vae_final = [json.loads(x) for name in ("vae", "vae-decoder") if (CACHE / name / "log.jsonl").is_file()
                  for x in (CACHE / name / "log.jsonl").read_text().splitlines() if '"final"' in x]
-    summary = {"summary": True, "steps": info["step"], "wall_hours": info.get("wall_hours"),
+    summary = {"summary": True, "steps": info["step"], "weights": info.get("source", "EMA export"), "wall_hours": info.get("wall_hours"),
                "cpu_hours": info.get("cpu_hours"), "parameters": count, "args": info.get("args"),
                "vae": vae_final}
     (WORLD / "pretrain-log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, summary]))
