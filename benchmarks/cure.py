@@ -328,7 +328,7 @@ def main() -> None:
     print_rows(rows)
     settings = {
         "world_model": str(MODEL.relative_to(ROOT)), "pretraining_step": world.get("step"),
-        "pretraining_cpu_hours": world.get("cpu_hours"), "clip": str(CLIP.relative_to(ROOT)),
+        "pretraining_cpu_hours": world.get("cpu_hours"), "pretraining_weights": world.get("source", "EMA export"), "clip": str(CLIP.relative_to(ROOT)),
         "covered_scenes": list(COVERED), "held_out_scenes": list(HELD_OUT),
         "backgrounds": len(COVERED) * BACKGROUNDS_PER_SCENE, "train_steps": args.steps, "seed": args.seed,
         "train_flags": TRAIN_FLAGS, "eval_seeds": args.seeds, "gate_samples_per_scene": args.gate_samples,

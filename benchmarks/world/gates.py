@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from world.common import WEIGHTS, setup_torch  # noqa: E402
+from world.common import ROOT, WEIGHTS, setup_torch  # noqa: E402
 from world.judge import SCENE_PROMPTS, is_white_background, sample  # noqa: E402
 from world.objects import COLOURS, KINDS  # noqa: E402
 from world.scenes import SCENE_NAMES  # noqa: E402
@@ -41,6 +41,21 @@ def gate_prompts(samples: int) -> tuple[list[str], list[int], list[str]]:
             seeds.append(10_000 + si * 1000 + k)
             scenes.append(scene)
     return prompts, seeds, scenes
+
+
+def shown(path: str) -> str:
+    """A path as the repository names it (relative to its root) where it lies inside."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
+def pretraining(model: str) -> dict | None:
+    """The step (and how it was exported) of a world model folder, from its world_pretrain.json."""
+    info = Path(model) / "world_pretrain.json"
+    if not info.is_file():
+        return None
+    data = json.loads(info.read_text())
+    return {k: data.get(k) for k in ("step", "cpu_hours", "wall_hours", "source")}
 
 
 def measure(model: str, samples: int, steps: int, guidance: float) -> tuple[dict, np.ndarray]:
@@ -66,7 +81,7 @@ def measure(model: str, samples: int, steps: int, guidance: float) -> tuple[dict
     scene_acc = float(np.mean([p == s for p, s in zip(pred, scenes)]))
     others_white = float(np.mean([is_white_background(images[i]) for i, s in enumerate(scenes) if s != "white"]))
     result = {
-        "model": str(model), "samples_per_scene": samples, "steps": steps, "guidance": guidance,
+        "model": shown(model), "pretraining": pretraining(model), "samples_per_scene": samples, "steps": steps, "guidance": guidance,
         "white_rate_on_white_prompts": white_rate, "white_gate": WHITE_GATE, "white_pass": white_rate >= WHITE_GATE,
         "scene_accuracy": round(scene_acc, 3), "scene_gate": SCENE_GATE, "scene_pass": scene_acc >= SCENE_GATE,
         "white_rate_on_scene_prompts": round(others_white, 3), "per_scene": per_scene,
