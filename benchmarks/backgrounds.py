@@ -163,14 +163,15 @@ def _save_model(folder: Path, gpu: bool) -> Path:
     import torch
 
     if not gpu:
-        from datakit.models.diffusion import build_tiny_pipeline
+        from datakit.testing import build_tiny_pipeline
 
         build_tiny_pipeline("sdxl", sample_size=16).save_pretrained(str(folder), safe_serialization=True)
         return folder
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from datakit.models.diffusion import CONFIG_ROOT, write_tiny_clip_tokenizer
+    from datakit.models.diffusion import CONFIG_ROOT
+    from datakit.testing import write_tiny_clip_tokenizer
 
     cfg = CONFIG_ROOT / "sdxl"
     tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(folder.parent / "tok")))

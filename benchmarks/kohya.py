@@ -73,7 +73,8 @@ def build_model(dest: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from datakit.models.diffusion import CONFIG_ROOT, write_tiny_clip_tokenizer
+    from datakit.models.diffusion import CONFIG_ROOT
+    from datakit.testing import write_tiny_clip_tokenizer
 
     cfg = CONFIG_ROOT / "sd1"
     tmp = dest.with_name(dest.name + ".partial")

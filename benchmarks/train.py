@@ -49,10 +49,10 @@ def build_pipeline(case: str, device: str):
         from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-        from datakit.train.testing import write_tiny_tokenizer
+        from datakit.testing import write_tiny_clip_tokenizer
 
         torch.manual_seed(0)
-        tok = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
+        tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
         te = CLIPTextModel(CLIPTextConfig(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=4,
                                           vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
@@ -69,11 +69,11 @@ def build_pipeline(case: str, device: str):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from datakit.models.diffusion import CONFIG_ROOT
-    from datakit.train.testing import write_tiny_tokenizer
+    from datakit.testing import write_tiny_clip_tokenizer
 
     family = "sdxl" if case == "sdxl" else "sd1"
     root = CONFIG_ROOT / family
-    tok = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
+    tok = CLIPTokenizer.from_pretrained(str(write_tiny_clip_tokenizer(Path(tempfile.mkdtemp()) / "tok")))
     with torch.device(device):  # random init on the GPU: seconds instead of minutes
         torch.manual_seed(0)
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(root / "unet")))
@@ -114,7 +114,7 @@ def run_ours(pipe, family, dataset: Path, size: int, steps: int, device: str, ba
     from datakit.console import Reporter
     from datakit.train.config import build_config
     from datakit.train.model import base_from_pipeline
-    from datakit.train.trainer import run_train
+    from datakit.train.loop import run_train
 
     out = Path(tempfile.mkdtemp())
     cfg = build_config({"dataset": dataset, "base_model": "bench", "output": out, "max_steps": steps, "rank": 16,

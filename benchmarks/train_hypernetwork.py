@@ -54,7 +54,7 @@ def save_bench_model(folder: Path) -> Path:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from datakit.train.testing import build_tiny_pipeline
+    from datakit.testing import build_tiny_pipeline
 
     pipe = build_tiny_pipeline("sd1")
     torch.manual_seed(0)
@@ -172,7 +172,7 @@ def run_datakit(model: Path, dataset: Path, out: Path, steps: int, seed: int) ->
     """`datakit train --method hypernetwork` with its defaults, same shape, steps and learning rate."""
     from datakit.console import Reporter
     from datakit.train.config import build_config
-    from datakit.train.trainer import run_train
+    from datakit.train.loop import run_train
 
     cfg = build_config({"dataset": dataset, "base_model": str(model), "output": out, "device": "cpu",
                         "method": "hypernetwork", "batch_size": BATCH, "resolution": IMAGE_PX, "max_steps": steps,
@@ -215,7 +215,7 @@ def main() -> None:
     started, m0 = time.perf_counter(), machine()
     rounds = args.rounds or (1 if args.quick else 2)
     steps = args.steps or (4 if args.quick else 12)
-    from datakit.train.testing import write_tiny_dataset
+    from datakit.testing import write_tiny_dataset
 
     runs: dict[str, list[dict]] = {"reference": [], "datakit": []}
     with tempfile.TemporaryDirectory(prefix="datakit-bench-hn-") as tmp:

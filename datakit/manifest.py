@@ -16,6 +16,8 @@ MANIFEST = "manifest.jsonl"
 STAGE_INFO = "datakit.json"
 # Keys carried from stage to stage through datakit.json (tags rewrite -> emit -> train).
 CARRIED_KEYS = ("trigger", "keep_tokens")
+# Fields of a manifest row that are the writing stage's bookkeeping, not facts about the item.
+BOOKKEEPING_FIELDS = frozenset({"file", "key", "status", "fingerprint", "outputs", "seed", "warnings", "reason", "source"})
 
 
 def read_manifest(folder: str | os.PathLike) -> list[dict]:

@@ -26,6 +26,12 @@ COMPOSITE_FLAGS ?=
 TAG_FLAGS       ?=
 REWRITE_FLAGS   ?=
 EMIT_FLAGS      ?=
+# Optional review of the composites before emit (off by default). REVIEW=1 starts `datakit review`
+# (the step prints the page's address and waits until "Save & finish" on the page); REVIEW_DECISIONS=FILE
+# applies a review.json from an earlier session instead, without a browser (items it does not name are kept).
+REVIEW           ?=
+REVIEW_DECISIONS ?=
+REVIEW_FLAGS     ?=
 # Shown in the closing `datakit train` hint.
 BASE_MODEL ?= path/to/base-model.safetensors
 
@@ -38,8 +44,12 @@ CUTOUT_ARGS    = $(CUTOUT_FLAGS)
 COMPOSITE_ARGS = --bg-count $(BG_COUNT) $(if $(BG_ENGINE),--bg-engine $(BG_ENGINE)) $(if $(BG_MODEL),--bg-model $(BG_MODEL)) $(COMPOSITE_FLAGS)
 TAG_ARGS       = --model $(TAGGER) $(TAG_FLAGS)
 REWRITE_ARGS   = --rules $(RULES) --trigger $(TRIGGER) $(REWRITE_FLAGS)
+REVIEW_ON     := $(if $(REVIEW_DECISIONS),1,$(filter-out 0 no false,$(REVIEW)))
+REVIEW_ARGS    = $(if $(REVIEW_DECISIONS),--decisions $(REVIEW_DECISIONS)) $(REVIEW_FLAGS)
+# What emit takes as the composites: the reviewed folder when the review step is on.
+COMPOSITES     = $(if $(REVIEW_ON),$(OUT)/composite-reviewed,$(OUT)/composite-rewritten)
 EMIT_ARGS      = --concept $(CONCEPT)=$(OUT)/originals-rewritten \
-                 --concept $(CONCEPT)_with_background=$(OUT)/composite-rewritten $(EMIT_FLAGS)
+                 --concept $(CONCEPT)_with_background=$(COMPOSITES) $(EMIT_FLAGS)
 
 # Exit status 3 means "finished, some inputs were skipped" (each is named in the stage's summary and
 # manifest): the chain goes on with what was made. Any other failure stops it.
@@ -68,6 +78,7 @@ value_cutout    = $(CUTOUT_ARGS)
 value_composite = $(COMPOSITE_ARGS)
 value_tag       = $(TAG_ARGS)
 value_rewrite   = $(REWRITE_ARGS)
+value_review    = $(REVIEW_ARGS)
 value_emit      = $(EMIT_ARGS)
 
 $(OUT)/cutout/datakit.json: $(SUBJECTS) $(SUBJECT_FILES) $(FLAGS_DIR)/cutout
@@ -87,7 +98,11 @@ $(OUT)/composite-tagged/datakit.json: $(OUT)/composite/datakit.json $(FLAGS_DIR)
 $(OUT)/%-rewritten/datakit.json: $(OUT)/%-tagged/datakit.json $(RULES) $(FLAGS_DIR)/rewrite
 	$(call stage,$(DATAKIT) tags rewrite $(OUT)/$*-tagged $(OUT)/$*-rewritten $(REWRITE_ARGS))
 
-$(OUT)/dataset/datakit.json: $(OUT)/originals-rewritten/datakit.json $(OUT)/composite-rewritten/datakit.json $(FLAGS_DIR)/emit
+# The optional review: rejected composites stay out of the dataset, edited captions go in.
+$(OUT)/composite-reviewed/datakit.json: $(OUT)/composite-rewritten/datakit.json $(FLAGS_DIR)/review $(REVIEW_DECISIONS)
+	$(call stage,$(DATAKIT) review $(OUT)/composite-rewritten $(OUT)/composite-reviewed $(REVIEW_ARGS))
+
+$(OUT)/dataset/datakit.json: $(OUT)/originals-rewritten/datakit.json $(COMPOSITES)/datakit.json $(FLAGS_DIR)/emit
 	$(call stage,$(DATAKIT) emit $(OUT)/dataset $(EMIT_ARGS))
 
 # Keep every stage's output even though some are reached only through pattern rules.

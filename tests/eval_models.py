@@ -1,6 +1,6 @@
 """Tiny models for the eval tests, saved to disk and loaded back through datakit's real loaders.
 
-A tiny SD1/SDXL pipeline (datakit.models.diffusion.build_tiny_pipeline), LoRA files written by
+A tiny SD1/SDXL pipeline (datakit.testing.build_tiny_pipeline), LoRA files written by
 datakit's own LoRA code (datakit.train.lora), an A1111 hypernetwork .pt written by datakit's own
 writer (datakit.train.hypernetwork_format), and a tiny random CLIPModel with its tokenizer and
 image-processor files.
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from datakit.models.diffusion import build_tiny_pipeline, write_tiny_clip_tokenizer
+from datakit.testing import build_tiny_pipeline, write_tiny_clip_tokenizer
 
 
 def save_pipeline(folder: Path, family: str, seed: int = 0) -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from datakit.errors import ModelNotFoundError
 from datakit.models import diffusion
+from datakit.testing import build_tiny_pipeline
 
 
 @pytest.mark.parametrize(("family", "name"), [("sd1", "tokenizer"), ("sdxl", "tokenizer_2")])
@@ -35,7 +36,7 @@ def test_first_line_drops_the_pointer_to_an_unseen_stack_trace():
 def test_loading_a_model_prints_nothing_of_its_own(tmp_path, capfd):
     """diffusers' per-component progress bars and transformers' notes used to break --quiet."""
     folder = tmp_path / "tiny"
-    diffusion.build_tiny_pipeline("sd1").save_pretrained(str(folder))
+    build_tiny_pipeline("sd1").save_pretrained(str(folder))
     capfd.readouterr()
     pipe = diffusion.load_diffusion_pipeline(folder)
     captured = capfd.readouterr()

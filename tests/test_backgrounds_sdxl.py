@@ -10,7 +10,7 @@ import pytest
 from datakit.errors import ModelNotFoundError, UsageError
 from datakit.imageio import open_image
 from datakit.manifest import read_manifest
-from datakit.models.diffusion import build_tiny_pipeline
+from datakit.testing import build_tiny_pipeline
 from datakit.stages.backgrounds import DEFAULT_NEGATIVE, BackgroundsConfig, run_backgrounds
 
 

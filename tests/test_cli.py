@@ -108,7 +108,7 @@ def test_bare_datakit_prints_help_and_exits_2():
 
 # Every command datakit ships. Typed out here, not read from the code: a deleted or unregistered command
 # must fail this test (and CI), not disappear from `datakit --help`.
-EXPECTED_COMMANDS = "cutout backgrounds composite tag tags emit train doctor eval".split()
+EXPECTED_COMMANDS = "cutout backgrounds composite tag tags review emit train doctor eval".split()
 # Commands expected once a branch in progress merges; empty when everything has landed.
 PENDING_MERGE: set[str] = set()
 

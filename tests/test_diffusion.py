@@ -11,11 +11,11 @@ import torch
 from datakit.errors import ModelNotFoundError, UsageError
 from datakit.models.diffusion import (
     CONFIG_ROOT,
-    build_tiny_pipeline,
     detect_family,
     family_of_folder,
     load_diffusion_pipeline,
 )
+from datakit.testing import build_tiny_pipeline
 
 
 # Tiny models run fastest on one torch thread (see conftest.one_torch_thread).

@@ -17,12 +17,11 @@ import torch
 from datakit.errors import ModelNotFoundError, UsageError
 from datakit.models.diffusion import (
     CONFIG_ROOT,
-    build_tiny_pipeline,
     detect_family,
     family_of_checkpoint,
     load_diffusion_pipeline,
-    write_tiny_clip_tokenizer,
 )
+from datakit.testing import build_tiny_pipeline, write_tiny_clip_tokenizer
 
 _RESNET_UNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
                 "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}

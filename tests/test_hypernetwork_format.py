@@ -320,9 +320,9 @@ def test_comfyui_warning_exactly_when_comfyui_computes_differently(tmp_path, lay
 @pytest.mark.usefixtures("one_torch_thread")
 def test_training_warns_at_the_start_when_comfyui_would_differ(tmp_path):
     from datakit.console import Reporter
-    from datakit.train import trainer as T
+    from datakit.train import loop as T
     from datakit.train.config import build_config
-    from datakit.train.testing import save_tiny_model, write_tiny_dataset
+    from datakit.testing import save_tiny_model, write_tiny_dataset
 
     model = save_tiny_model(tmp_path / "model", "sd1")
     ds = write_tiny_dataset(tmp_path / "ds", images=1, size=32)

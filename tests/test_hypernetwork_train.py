@@ -10,12 +10,13 @@ import torch
 
 from datakit.console import Reporter
 from datakit.errors import UsageError
-from datakit.train import trainer as T
+from datakit.train import loop as T
+from datakit.train.cache import LatentStore
 from datakit.train.config import build_config
-from datakit.train.hypernetwork_data import LatentDists, fill_template, read_templates
+from datakit.testing import save_tiny_model, write_tiny_dataset
 from datakit.train.hypernetwork import read_hypernetwork_file
+from datakit.train.hypernetwork_data import fill_template, read_templates
 from datakit.train.hypernetwork_format import shorthash
-from datakit.train.testing import save_tiny_model, write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,9 @@ def test_train_writes_a1111_files_and_resumes_exactly(tmp_path, sd1, dataset):
     assert [float(r["lr"]) for r in rows] == [1e-3, 1e-3, 5e-4]  # the A1111 schedule, step by step
     assert (out / "samples" / "step-000003.png").is_file() and (out / "loss.png").is_file()
     stage = json.loads((out / "datakit.json").read_text())
-    assert stage["hypernetwork"]["hooked_layers"] == {"32": 7, "64": 1} and stage["cache"]["text"] is True
+    # The tiny UNet has 4 transformer blocks at 64 channels: each a self-attention (64 wide) and a cross-attention
+    # over the 32-wide text.
+    assert stage["hypernetwork"]["hooked_layers"] == {"32": 4, "64": 4} and stage["cache"]["text"] is True
     # Unchanged inputs and settings: nothing to do.
     assert _train(sd1, dataset, out, **kw).get("nothing_to_do")
     # Resuming from the step-2 checkpoint (an A1111 file + .optim) lands on the same weights as the full run.
@@ -157,7 +160,7 @@ def test_latent_sampling_methods():
     mean, std = torch.zeros(4, 2, 2), torch.ones(4, 2, 2)
     stores = {}
     for method in ("once", "deterministic", "random"):
-        s = LatentDists(method)
+        s = LatentStore(method)
         s.mean[0], s.std[0] = mean, std
         s.draw_once(seed=1)
         stores[method] = s
@@ -165,7 +168,7 @@ def test_latent_sampling_methods():
     assert torch.equal(stores["deterministic"].get(0, False, gen(0))[0], mean)
     once = stores["once"].get(0, False, gen(0))[0]
     assert not torch.equal(once, mean) and torch.equal(once, stores["once"].get(0, False, gen(5))[0])
-    again = LatentDists("once")
+    again = LatentStore("once")
     again.mean[0], again.std[0] = mean, std
     again.draw_once(seed=1)
     assert torch.equal(again.get(0, False, gen(9))[0], once)  # same seed, same single sample

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from datakit.cli.main import main
-from datakit.train.testing import save_tiny_model, write_tiny_dataset
+from datakit.testing import save_tiny_model, write_tiny_dataset
 
 PACKAGE = Path(__file__).resolve().parent.parent / "datakit"
 

@@ -10,10 +10,11 @@ from PIL import Image
 
 from datakit.errors import UsageError
 from datakit.train import data as D
-from datakit.train.config import TrainConfig, build_config, parse_resolution
+from datakit.train.config import DatasetOverrides, TrainConfig, build_config, parse_resolution
 from datakit.train.samples import parse_prompt_line, read_prompts
-from datakit.train.testing import write_tiny_dataset
-from datakit.train.trainer import make_plan
+from datakit.testing import write_tiny_dataset
+from datakit.train.buckets import assign_buckets, batches_per_epoch, epoch_batches, load_for_bucket, make_buckets
+from datakit.train.plan import make_plan
 
 
 def _img(path, w=32, h=32, color=(200, 10, 10)):
@@ -35,8 +36,8 @@ def test_toml_settings_inherit_general_dataset_subset(tmp_path):
     spec = D.read_dataset(tmp_path / "ds.toml")
     assert spec.kind == "toml" and spec.resolution == (64, 48) and spec.batch_size == 2 and spec.enable_bucket
     a, b = spec.subsets
-    assert (a.num_repeats, a.keep_tokens, a.shuffle_caption, a.is_reg) == (10, 1, True, False)
-    assert (b.num_repeats, b.keep_tokens, b.caption_extension, b.is_reg) == (3, 0, ".caption", True)
+    assert (a.num_repeats, a.captions.keep_tokens, a.captions.shuffle_caption, a.is_reg) == (10, 1, True, False)
+    assert (b.num_repeats, b.captions.keep_tokens, b.caption_extension, b.is_reg) == (3, 0, ".caption", True)
     entries, skipped = D.collect_entries(spec)
     assert [e.caption for e in entries] == ["sks, solo, smile", "sks, outdoors"] and not skipped
     plan = make_plan(TrainConfig(epochs=2), spec, entries, 1)
@@ -52,10 +53,10 @@ def test_emit_output_carries_trigger_and_keep_tokens(tmp_path):
     (tmp_path / "dataset.toml").write_text(toml)
     spec = D.read_dataset(tmp_path)
     assert spec.kind == "emit" and spec.trigger == "sail kun" and spec.carry_keep_tokens == 2
-    spec2, changes = D.with_overrides(spec, TrainConfig())
-    assert spec2.subsets[0].keep_tokens == 2 and not changes
-    spec3, changes = D.with_overrides(spec, TrainConfig(keep_tokens=3, batch_size=4))
-    assert spec3.subsets[0].keep_tokens == 3 and spec3.batch_size == 4
+    spec2, changes = D.with_overrides(spec, DatasetOverrides())
+    assert spec2.subsets[0].captions.keep_tokens == 2 and not changes
+    spec3, changes = D.with_overrides(spec, DatasetOverrides(keep_tokens=3, batch_size=4))
+    assert spec3.subsets[0].captions.keep_tokens == 3 and spec3.batch_size == 4
     assert any(c.startswith("batch_size: 1 (dataset) -> 4") for c in changes)
     assert spec.batch_size == 1  # the original spec is untouched
 
@@ -107,11 +108,11 @@ def test_toml_errors_are_usage_errors(tmp_path):
 
 
 def test_buckets_match_kohya_arithmetic():
-    buckets = D.make_buckets((512, 512), 256, 1024, 64)
+    buckets = make_buckets((512, 512), 256, 1024, 64)
     assert (512, 512) in buckets and (384, 640) in buckets and (640, 384) in buckets and (256, 1024) in buckets
     assert all(w * h <= 512 * 512 and w % 64 == 0 and h % 64 == 0 for w, h in buckets)
     assert all((h, w) in buckets for w, h in buckets)
-    sdxl = D.make_buckets((1024, 1024), 256, 2048, 64)
+    sdxl = make_buckets((1024, 1024), 256, 2048, 64)
     assert (832, 1216) in sdxl and (1024, 1024) in sdxl
 
 
@@ -120,7 +121,7 @@ def test_images_go_to_the_nearest_aspect_bucket(tmp_path):
                          enable_bucket=True)
     entries = [D.Entry(path=tmp_path / f"{i}.png", caption="", subset=0, size=s)
                for i, s in enumerate([(1000, 1000), (600, 1000), (2000, 500)])]
-    counts = D.assign_buckets(entries, spec)
+    counts = assign_buckets(entries, spec)
     assert [e.bucket for e in entries] == [(512, 512), (384, 640), (1024, 256)]
     assert sum(counts.values()) == 3
 
@@ -130,46 +131,34 @@ def test_load_for_bucket_covers_and_centre_crops(tmp_path):
     arr[:, :40] = (255, 0, 0, 255)
     arr[:, 40:] = (0, 0, 255, 0)  # transparent blue: RGB stays blue (kohya's convert("RGB")), alpha 0
     Image.fromarray(arr, "RGBA").save(tmp_path / "a.png")
-    rgb, mask = D.load_for_bucket(tmp_path / "a.png", (32, 32), alpha_mask=True)
+    rgb, mask = load_for_bucket(tmp_path / "a.png", (32, 32), alpha_mask=True)
     assert rgb.shape == (32, 32, 3) and mask.shape == (32, 32)
     assert rgb[:, :10, 0].mean() > 0.9 and rgb[:, -10:, 2].mean() > 0.9
     assert mask[:, :10].mean() == 1.0 and mask[:, -10:].mean() == 0.0
-
-
-def test_caption_processing_keeps_leading_tokens_and_is_seeded():
-    sub = D.Subset(image_dir=None, keep_tokens=2, shuffle_caption=True)
-    caption = "sks, 1girl, a, b, c, d, e, f"
-    outs = {D.process_caption(caption, sub, np.random.default_rng(i)) for i in range(20)}
-    assert len(outs) > 5
-    assert all(o.startswith("sks, 1girl, ") and sorted(o.split(", ")) == sorted(caption.split(", ")) for o in outs)
-    assert D.process_caption(caption, sub, np.random.default_rng(5)) == D.process_caption(caption, sub, np.random.default_rng(5))
-    drop = D.Subset(image_dir=None, keep_tokens=1, caption_tag_dropout_rate=0.5)
-    kept = [D.process_caption(caption, drop, np.random.default_rng(i)).split(", ") for i in range(50)]
-    assert all(k[0] == "sks" for k in kept) and 2 < np.mean([len(k) for k in kept]) < 7
-    empty = D.Subset(image_dir=None, caption_dropout_rate=1.0)
-    assert D.process_caption(caption, empty, np.random.default_rng(0)) == ""
-    fixed = D.Subset(image_dir=None)
-    assert D.process_caption(caption, fixed, np.random.default_rng(0)) == caption
-    assert D.captions_are_fixed([fixed]) and not D.captions_are_fixed([sub])
 
 
 def test_epoch_batches_are_single_bucket_and_seeded(tmp_path):
     spec = D.DatasetSpec(source=tmp_path, kind="toml", subsets=[D.Subset(image_dir=tmp_path, num_repeats=3)])
     entries = [D.Entry(path=tmp_path / f"{i}", caption="", subset=0, size=(1, 1), bucket=(64, 64) if i < 3 else (32, 96))
                for i in range(5)]
-    batches = D.epoch_batches(entries, spec, 2, seed=1, epoch=0)
+    batches = epoch_batches(entries, spec, 2, seed=1, epoch=0)
     assert sorted(i for b in batches for i in b) == sorted(list(range(5)) * 3)
     assert all(len({entries[i].bucket for i in b}) == 1 for b in batches)
-    assert batches == D.epoch_batches(entries, spec, 2, seed=1, epoch=0)
-    assert batches != D.epoch_batches(entries, spec, 2, seed=1, epoch=1)
-    assert len(batches) == D.batches_per_epoch(entries, spec, 2) == 5 + 3
+    assert batches == epoch_batches(entries, spec, 2, seed=1, epoch=0)
+    assert batches != epoch_batches(entries, spec, 2, seed=1, epoch=1)
+    assert len(batches) == batches_per_epoch(entries, spec, 2) == 5 + 3
 
 
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "train.toml").write_text('rank = 8\nlr = 5e-4\nresolution = "768,512"\nmax-steps = 10\n')
     cfg = build_config({"dataset": tmp_path, "base_model": "m", "output": tmp_path / "o", "lr": 1e-3},
                        tmp_path / "train.toml")
-    assert (cfg.rank, cfg.lr, cfg.resolution, cfg.max_steps) == (8, 1e-3, (768, 512), 10)
+    assert (cfg.lora.rank, cfg.lr, cfg.dataset_overrides.resolution, cfg.max_steps) == (8, 1e-3, (768, 512), 10)
+    assert cfg.hypernetwork is None and cfg.lora.alpha == 1.0 and cfg.lora.save_precision == "fp32"  # kohya's defaults
+    with pytest.raises(UsageError, match="--layer-structure is an option of --method hypernetwork"):
+        build_config({"dataset": tmp_path, "base_model": "m", "output": tmp_path, "layer_structure": "1,2,1"})
+    with pytest.raises(UsageError, match="--rank is an option of --method lora"):
+        build_config({"dataset": tmp_path, "base_model": "m", "output": tmp_path, "method": "hypernetwork", "rank": 4})
     (tmp_path / "bad.toml").write_text("rnak = 8\n")
     with pytest.raises(UsageError, match="unknown option 'rnak'"):
         build_config({}, tmp_path / "bad.toml")

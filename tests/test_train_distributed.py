@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from datakit.train.testing import save_tiny_model, write_tiny_dataset
+from datakit.testing import save_tiny_model, write_tiny_dataset
 
 
 @pytest.mark.slow

@@ -12,20 +12,22 @@ import torch
 from datakit.console import Reporter
 from datakit.models.diffusion import CONFIG_ROOT
 from datakit.train import estimate as E
-from datakit.train import trainer as T
+from datakit.train import meta_model as M
+from datakit.train import loop as T
+from datakit.train.plan import Plan
 from datakit.train.config import build_config
-from datakit.train.testing import write_tiny_dataset
+from datakit.testing import write_tiny_dataset
 
 SD15_UNET_PARAMS = 859_520_964  # the published SD1.5 UNet size (also the issue's golden figure)
 
 
-def _plan(resolution=(64, 64), batch=1, **kw) -> T.Plan:
+def _plan(resolution=(64, 64), batch=1, **kw) -> Plan:
     values = dict(resolution=resolution, batch_size=batch, world_size=1, grad_accum=1, num_train_images=4,
                   num_reg_images=0, samples_per_epoch=4, micro_per_epoch=4, steps_per_epoch=4, epochs=25,
                   max_steps=100, enable_bucket=False, buckets={}, keep_tokens=0, shuffle_caption=False,
                   caption_dropout_rate=0.0, caption_tag_dropout_rate=0.0, flip_aug=False, alpha_mask=False)
     values.update(kw)
-    return T.Plan(**values)
+    return Plan(**values)
 
 
 def _config_folder(folder: Path, *, channels=(32, 64), cross=32) -> Path:
@@ -112,28 +114,28 @@ def test_lora_count_matches_the_real_network(small):
     from datakit.train.lora import LoRANetwork
 
     cfg = build_config({"dataset": "unused", "base_model": str(small), "dry_run": True, "rank": 4, "conv_rank": 2, "train_text_encoder": True})
-    meta = E.build_meta_model(E.locate_configs(str(small)))
+    meta = M.build_meta_model(M.locate_configs(str(small)))
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(small / "unet")))
     te = CLIPTextModel(CLIPTextConfig.from_pretrained(str(small / "text_encoder")))
     net = LoRANetwork(rank=4, conv_rank=2, train_text_encoder=True)
     net.create_modules(unet, [te], sdxl=False)
     real = sum(p.numel() for p in net.parameters())
-    assert E.lora_params(meta, cfg) == real
-    assert E.count_params(meta.unet) == sum(p.numel() for p in unet.parameters())
+    assert M.lora_params(meta, cfg) == real
+    assert M.count_params(meta.unet) == sum(p.numel() for p in unet.parameters())
 
 
 def test_hypernetwork_count_matches_the_real_network(small):
     from datakit.train.hypernetwork import Hypernetwork, sizes_for
 
     cfg = build_config({"dataset": "unused", "base_model": str(small), "dry_run": True, "method": "hypernetwork", "layer_structure": "1,2,1"})
-    meta = E.build_meta_model(E.locate_configs(str(small)))
+    meta = M.build_meta_model(M.locate_configs(str(small)))
     real = Hypernetwork(sizes_for(meta.unet, "sd1"), [1, 2, 1])
-    assert E.trainable_params(meta, cfg) == sum(p.numel() for p in real.parameters()) > 0
+    assert M.trainable_params(meta, cfg) == sum(p.numel() for p in real.parameters()) > 0
 
 
 def test_text_encoder_counted_when_not_cached(small):
     cached = _est(small)
-    shuffled = _est(small, _plan(shuffle_caption=True))
+    shuffled = _est(small, _plan(shuffle_caption=True, captions_fixed=False))
     trained = _est(small, train_text_encoder=True)
     assert cached["text_encoder_cached"] and cached["memory_parts_bytes"]["text_encoder_weights"] == 0
     assert not shuffled["text_encoder_cached"] and shuffled["memory_parts_bytes"]["text_encoder_weights"] > 0
@@ -232,3 +234,25 @@ def test_a_failing_meta_pass_falls_back(small, monkeypatch):
     monkeypatch.setattr(E, "profile_unet", broken)
     est = _est(small)
     assert est["basis"] == "family table" and "could not be profiled" in est["notes"][0] and "no meta kernel" in est["notes"][0]
+
+
+def test_dry_run_times_a_slice_of_the_unet_on_the_device(tmp_path, small, capsys):
+    """The time per step comes from a slice of this UNet run on this device (one block per level), scaled by FLOPs."""
+    from datakit.train.speed_probe import build_slice, slice_flops, time_slice
+
+    meta = M.build_meta_model(M.locate_configs(str(small)))
+    ucfg = meta.unet.config
+    blocks, _ = build_slice(ucfg, "meta", torch.float32)
+    assert len(blocks) == len(ucfg.block_out_channels)
+    assert [attn is not None for _, attn in blocks] == ["CrossAttn" in t for t in ucfg.down_block_types]
+    full = M.profile_unet(meta, batch=2, resolution=(64, 64), dtype=torch.float32).forward_flops
+    part = slice_flops(ucfg, batch=2, latent_hw=(8, 8), tokens=77, dtype=torch.float32)
+    assert 0 < part < full  # a scaled-down slice of the same UNet
+    probe = time_slice(ucfg, batch=2, latent_hw=(8, 8), tokens=77, dtype=torch.float32, device="cpu")
+    assert probe.forward_flops == part and probe.seconds > 0
+    ds = write_tiny_dataset(tmp_path / "ds", images=2)
+    info = T.run_train(build_config({"dataset": ds, "base_model": str(small), "dry_run": True, "device": "cpu"}), Reporter())
+    est = info["estimate"]
+    assert est["time_basis"] == "measured" and est["flops_per_s"] > 0
+    assert est["seconds_per_step"] == pytest.approx(est["step_flops"] / est["flops_per_s"] + E.STEP_OVERHEAD_S["cpu"], rel=0.01)
+    assert "time from a slice of the UNet timed on cpu" in capsys.readouterr().err

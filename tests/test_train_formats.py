@@ -21,10 +21,10 @@ from PIL import Image
 from safetensors import safe_open
 
 from datakit.console import Reporter
-from datakit.train import trainer as T
+from datakit.train import loop as T
 from datakit.train.config import build_config
 from datakit.train.formats import base_model_hashes, kohya_optimizer_name
-from datakit.train.testing import save_tiny_model
+from datakit.testing import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,7 +11,7 @@ from datakit.errors import UsageError
 from datakit.models.diffusion import CONFIG_ROOT
 from datakit.train.formats import read_lora_file, save_diffusers
 from datakit.train.lora import LoRANetwork, text_encoder_targets, to_sgm_path, unet_targets
-from datakit.train.testing import build_tiny_pipeline
+from datakit.testing import build_tiny_pipeline
 
 
 # Tiny models run fastest on one torch thread (see conftest.one_torch_thread).
@@ -139,7 +139,7 @@ def test_diffusers_loads_our_file_exactly(tmp_path, family):
     """Our kohya file, loaded by diffusers' own loader, gives the same UNet and text-encoder outputs as our modules."""
     pipe = build_tiny_pipeline(family, seed=1)
     base = SimpleNamespace(unet=pipe.unet, text_encoders=[t for t in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if t is not None], family=family)
-    plain_unet, plain_te = _unet_out(pipe, family), _te_out(pipe)
+    plain_unet = _unet_out(pipe, family)
     net = LoRANetwork(rank=4, alpha=2, train_text_encoder=True)
     net.apply_to(base)
     _randomise(net)
@@ -181,9 +181,9 @@ def test_file_contents_and_alpha_round_trip(tmp_path):
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora" and len(meta["sshs_model_hash"]) == 64
 
     pipe2 = build_tiny_pipeline("sd1")
-    other = LoRANetwork(rank=8)  # alpha defaults to rank (scale 1) until the file says otherwise
+    other = LoRANetwork(rank=8)  # alpha defaults to 1 as kohya's (scale 1/8) until the file says otherwise
     other.apply_to(SimpleNamespace(unet=pipe2.unet, text_encoders=[pipe2.text_encoder], family="sd1"))
-    assert other.modules_list()[0].scale == 1.0
+    assert other.modules_list()[0].scale == 1 / 8
     other.load(path)
     assert all(m.scale == 0.25 for m in other.modules_list())
     up = other.modules_list()[0].lora_up.weight
@@ -214,7 +214,7 @@ def test_loading_a_mismatched_file_is_a_usage_error(tmp_path):
 def test_text_encoder_names_follow_text_model_either_way():
     pipe = build_tiny_pipeline("sd1")
     names = [n for n, _, _ in text_encoder_targets(pipe.text_encoder, "lora_te")]
-    assert len(names) == 2 * 6
+    assert len(names) == 2 * 6  # 2 CLIP layers x (q, k, v, out_proj, fc1, fc2)
     assert all(n.startswith("lora_te_text_model_encoder_layers_") for n in names)
 
 
@@ -231,3 +231,49 @@ def test_lora_is_a_no_op_at_start_and_removable():
     net.set_multiplier(1.0)
     net.remove()
     torch.testing.assert_close(_unet_out(pipe, "sd1"), before)
+
+
+def kohya_lora_forward(org, down, up, x, *, multiplier, rank, alpha, dropout, rank_dropout, training):
+    """kohya networks/lora.py LoRAModule.forward (module dropout off), re-derived; draws from torch's global generator."""
+    lx = torch.nn.functional.linear(x, down) if x.dim() != 4 else torch.nn.functional.conv2d(x, down)
+    if dropout and training:
+        lx = torch.nn.functional.dropout(lx, p=dropout)
+    scale = alpha / rank
+    if rank_dropout and training:
+        mask = torch.rand((lx.size(0), rank), device=lx.device) > rank_dropout
+        if len(lx.size()) == 3:
+            mask = mask.unsqueeze(1)
+        elif len(lx.size()) == 4:
+            mask = mask.unsqueeze(-1).unsqueeze(-1)
+        lx = lx * mask
+        scale = scale * (1.0 / (1.0 - rank_dropout))
+    lx = torch.nn.functional.linear(lx, up) if lx.dim() != 4 else torch.nn.functional.conv2d(lx, up)
+    return org(x) + lx * multiplier * scale
+
+
+@pytest.mark.parametrize("shape,conv", [((2, 7, 12), False), ((3, 12), False), ((2, 12, 5, 5), True)])
+@pytest.mark.parametrize("rank,alpha,dropout,rank_dropout", [(4, 1.0, 0.0, 0.0), (8, 16.0, 0.0, 0.25), (4, 2.0, 0.1, 0.5)])
+def test_lora_scale_and_rank_dropout_are_kohya_s(shape, conv, rank, alpha, dropout, rank_dropout):
+    from torch import nn
+
+    from datakit.train.lora import LoRAModule
+
+    torch.manual_seed(0)
+    org = nn.Conv2d(12, 6, 1) if conv else nn.Linear(12, 6)
+    module = LoRAModule("x", org, rank, alpha, dropout=dropout, rank_dropout=rank_dropout)
+    with torch.no_grad():
+        module.lora_up.weight.normal_()
+    plain = org.forward
+    module.apply()
+    module.multiplier = 0.7
+    x = torch.randn(shape)
+    down, up = module.lora_down.weight.detach(), module.lora_up.weight.detach()
+    for training in (False, True):
+        module.train(training)
+        torch.manual_seed(11)
+        ours = org(x)
+        torch.manual_seed(11)
+        ref = kohya_lora_forward(plain, down, up, x, multiplier=0.7, rank=rank, alpha=alpha, dropout=dropout,
+                                 rank_dropout=rank_dropout, training=training)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    assert module.scale == alpha / rank

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 # Each module defines `register(app)`; they import only typer at import time so `--help` stays instant.
-COMMAND_MODULES = ["cutout", "backgrounds", "composite", "tag", "tags", "emit", "train", "eval", "doctor"]
+COMMAND_MODULES = ["cutout", "backgrounds", "composite", "tag", "tags", "review", "emit", "train", "eval", "doctor"]
 
 
 def _version(value: bool) -> None:

@@ -149,7 +149,7 @@ def pipeline_class(family: str):
     return diffusers.StableDiffusionXLPipeline if family == "sdxl" else diffusers.StableDiffusionPipeline
 
 
-def _quiet_loading() -> None:
+def quiet_loading() -> None:
     """Silence the libraries' own loading chatter (per-component progress bars, notes about optional
     image processors): datakit prints its own progress and --quiet must stay quiet. Failures still
     surface as exceptions, turned into one `error:` line."""
@@ -188,7 +188,7 @@ def load_diffusion_pipeline(
     if config_path is not None and not config_path.is_dir():
         raise ModelNotFoundError(f"--config-dir {config_path} is not a folder")
 
-    _quiet_loading()
+    quiet_loading()
     with warnings.catch_warnings():
         # Recent diffusers renamed torch_dtype to dtype (a FutureWarning); the older releases we support know only torch_dtype.
         warnings.filterwarnings("ignore", message=".*dtype.*", category=FutureWarning)
@@ -196,7 +196,7 @@ def load_diffusion_pipeline(
             pipe = _load_folder(path, family, torch_dtype)
         elif path.is_file():
             pipe = _load_single_file(path, family, config_path, torch_dtype)
-        elif _looks_like_hub_id(text) and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        elif looks_like_hub_id(text) and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
             pipe = _load_hub(text, family, torch_dtype)
         else:
             pipe = None
@@ -269,7 +269,7 @@ def _load_single_file(path: Path, family: str | None, config_dir: Path | None, t
     if not any(k.startswith(_UNET_PREFIX) for k in keys):
         raise ModelNotFoundError(f"{path} has no UNet weights (model.diffusion_model.*): not a full base checkpoint")
 
-    configs = _configs_for(family, config_dir)
+    configs = configs_for(family, config_dir)
     tokenizers = {name: _find_tokenizer(family, name, config_dir) for name in TOKENIZER_SOURCES[family]}
     cls = pipeline_class(family)
     kwargs = dict(tokenizers)
@@ -289,7 +289,7 @@ def _load_single_file(path: Path, family: str | None, config_dir: Path | None, t
         ) from exc
 
 
-def _configs_for(family: str, config_dir: Path | None) -> Path:
+def configs_for(family: str, config_dir: Path | None) -> Path:
     """The diffusers config folder for a single file: config_dir when it holds one, else the shipped one."""
     if config_dir is not None and (config_dir / "model_index.json").is_file():
         return config_dir
@@ -365,7 +365,7 @@ def _no_safety_checker(family: str) -> dict:
     return {} if family == "sdxl" else {"safety_checker": None, "requires_safety_checker": False}
 
 
-def _looks_like_hub_id(text: str) -> bool:
+def looks_like_hub_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
@@ -396,89 +396,3 @@ def _first_line(exc: BaseException | None) -> str:
     # diffusers points at a stack trace the user never sees (we print one line, not the trace).
     line = text[0].replace(" Please check out the root cause in the stacktrace above.", "")
     return line.rstrip(". ")
-
-
-# ---------------------------------------------------------------------------------------------
-# Tiny random pipelines: for tests and benchmarks (any stage), never for real use.
-# ---------------------------------------------------------------------------------------------
-
-
-def write_tiny_clip_tokenizer(folder: str | os.PathLike) -> Path:
-    """Write a byte-level CLIP BPE tokenizer (vocab.json + merges.txt) with a tiny vocabulary."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    # GPT-2/CLIP byte-level alphabet: printable bytes map to themselves, the rest to code points 256+.
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = iter(range(256, 512))
-    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
-    tokens = chars + [c + "</w>" for c in chars]
-    merges = ["t h", "th e</w>", "s k", "sk y</w>", "o n</w>", "a n", "an d</w>"]
-    for merge in merges:
-        tokens.append(merge.replace(" ", ""))
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    # Without model_max_length the tokenizer would not truncate/pad prompts to CLIP's 77 positions.
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}), encoding="utf-8")
-    return folder
-
-
-def build_tiny_pipeline(family: str = "sdxl", *, seed: int = 0, sample_size: int = 32):
-    """A random-initialised pipeline of the family with tiny components (a few MB; CPU-fast)."""
-    import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    _check_family(family)
-    torch.manual_seed(seed)
-    tok_dir = write_tiny_clip_tokenizer(Path(_tmpdir()) / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-    vocab = len(tokenizer)
-
-    def text_config(hidden: int, proj: int) -> CLIPTextConfig:
-        return CLIPTextConfig(
-            vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=77, projection_dim=proj, hidden_act="gelu",
-            bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
-        )
-
-    unet_kwargs: dict[str, Any] = dict(
-        sample_size=sample_size // 4, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=sample_size,
-    )
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    if family == "sdxl":
-        from diffusers import StableDiffusionXLPipeline
-
-        # Two encoders of different widths, as in SDXL (768 + 1280): single-file loading tells them apart by width.
-        te1 = CLIPTextModel(text_config(32, 32))
-        te2 = CLIPTextModelWithProjection(text_config(48, 48))
-        unet = UNet2DConditionModel(
-            **unet_kwargs, cross_attention_dim=32 + 48, use_linear_projection=True, addition_embed_type="text_time",
-            addition_time_embed_dim=8, projection_class_embeddings_input_dim=48 + 6 * 8, transformer_layers_per_block=(1, 1),
-        )
-        return StableDiffusionXLPipeline(
-            vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tokenizer, tokenizer_2=tokenizer,
-            unet=unet, scheduler=scheduler,
-        )
-    from diffusers import StableDiffusionPipeline
-
-    hidden = 32
-    unet = UNet2DConditionModel(**unet_kwargs, cross_attention_dim=hidden, use_linear_projection=family == "sd2")
-    return StableDiffusionPipeline(
-        vae=vae, text_encoder=CLIPTextModel(text_config(hidden, hidden)), tokenizer=tokenizer, unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-
-
-def _tmpdir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="datakit-tiny-")

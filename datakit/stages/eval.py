@@ -21,6 +21,7 @@ from datakit.console import Reporter
 from datakit.errors import ImageError, UsageError
 from datakit.evaluate.core import EvalModel, EvalResult, evaluate, plan_models, requests_for
 from datakit.evaluate.sampling import SamplingOptions
+from datakit.evaluate.subject_files import read_cutouts
 from datakit.evaluate.scenes import BUILTIN_SCENES, EvalScene, read_scenes_file, with_plain
 from datakit.imageio import open_image, remove_stale_temporaries, save_png_array_atomic
 from datakit.manifest import hash_file, hash_json
@@ -131,32 +132,6 @@ def _sample_file(model: str, scene: str, seed: int) -> str:
     return f"{SAMPLES_DIR}/{safe_name(model, fallback='model')}/{safe_name(scene, fallback='scene')}_s{seed}.png"
 
 
-def _read_cutouts(folder: Path | None) -> tuple[list[np.ndarray], list[str], list[dict]]:
-    """The subject's cut-outs as RGBA arrays (files that cannot be read are skipped and named)."""
-    if folder is None:
-        return [], [], []
-    from datakit.inputs import discover
-
-    inputs = discover(folder, stage="eval")
-    from datakit.evaluate.subject_colour import subject_pixels
-
-    cutouts, names, skipped = [], [], list(inputs.skipped)
-    for item in inputs.items:
-        try:
-            arr = np.asarray(open_image(item.path).image)
-        except ImageError as exc:
-            skipped.append({"source": f"--subject {item.key}", "reason": str(exc)})
-            continue
-        if len(subject_pixels(arr)) == 0:
-            skipped.append({"source": f"--subject {item.key}", "reason": "no subject in it (fully transparent or blank)"})
-            continue
-        cutouts.append(arr)
-        names.append(item.key)
-    if not cutouts:
-        raise UsageError(f"--subject {folder}: no readable cut-out images in it")
-    return cutouts, names, skipped
-
-
 def _tasks(models: list[EvalModel], adapters: dict, scenes: list[EvalScene], seeds: list[int], cfg: EvalConfig) -> list[Task]:
     tasks = []
     for model in models:
@@ -216,7 +191,7 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> dict:
             raise UsageError(f"--adapter {a.path.name} names no trigger word in its metadata: give --trigger WORD "
                              "(the word its training captions start with)")
     models = plan_models(adapters)
-    cutouts, cutout_names, pre_skipped = _read_cutouts(cfg.subject_dir)
+    cutouts, cutout_names, pre_skipped = read_cutouts(cfg.subject_dir)
     clip_name = clip_model_name(cfg.clip_model)
     device = resolve_device(cfg.device, reporter)
 

@@ -68,7 +68,7 @@ def _characters(row: dict) -> frozenset[str]:
 
 
 # Stages that only (re)write captions and pass the images through unchanged.
-CAPTION_STAGES = frozenset({"tag", "tags"})
+CAPTION_STAGES = frozenset({"tag", "tags", "review"})
 
 
 def image_stage(upstream: dict | None) -> str | None:

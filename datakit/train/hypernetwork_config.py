@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from datakit.errors import UsageError
 from datakit.train.hypernetwork_format import HypernetworkStructure
 from datakit.train.lr_schedule import CosineRestarts, StepSchedule, parse_schedule
 
 LATENT_SAMPLING = ("once", "deterministic", "random")
+SDXL_REFUSAL = ("hypernetworks for SDXL are not supported: A1111 and ComfyUI have no 2048-wide modules; "
+                "train a LoRA (--method lora) for SDXL")
 
 
 @dataclass
@@ -35,51 +38,44 @@ def parse_sizes(value) -> list[int]:
 
 
 def hypernetwork_settings(cfg) -> HypernetworkSettings:
-    """Parse and check every hypernetwork option of cfg."""
+    """Parse and check the hypernetwork options of a TrainConfig (cfg.hypernetwork) against the shared ones."""
     from datakit.train.hypernetwork import (ACTIVATIONS, WEIGHT_INITS, default_dropout_structure,
                                             parse_dropout_structure, parse_layer_structure)
 
+    ho = cfg.hypernetwork
     if cfg.family == "sdxl":
-        raise UsageError("hypernetworks for SDXL are not supported: A1111 and ComfyUI have no 2048-wide modules; "
-                         "train a LoRA (--method lora) for SDXL")
-    layers = parse_layer_structure(cfg.layer_structure)
-    activation = str(cfg.activation).lower()
+        raise UsageError(SDXL_REFUSAL)
+    layers = parse_layer_structure(ho.layer_structure)
+    activation = str(ho.activation).lower()
     if activation not in ACTIVATIONS:
-        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {cfg.activation!r}")
-    weight_init = {w.lower(): w for w in WEIGHT_INITS}.get(str(cfg.weight_init).lower())
+        raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {ho.activation!r}")
+    weight_init = {w.lower(): w for w in WEIGHT_INITS}.get(str(ho.weight_init).lower())
     if weight_init is None:
-        raise UsageError(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}, not {cfg.weight_init!r}")
-    if cfg.dropout_structure is not None:
-        dropout = parse_dropout_structure(cfg.dropout_structure, layers)
+        raise UsageError(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}, not {ho.weight_init!r}")
+    if not 0 <= ho.dropout < 1:
+        raise UsageError("--dropout must be in [0, 1)")
+    if ho.dropout_structure is not None:
+        dropout = parse_dropout_structure(ho.dropout_structure, layers)
     else:
-        dropout = default_dropout_structure(layers, bool(cfg.dropout), rate=cfg.dropout or 0.0)
-    if cfg.latent_sampling not in LATENT_SAMPLING:
-        raise UsageError(f"--latent-sampling must be one of {', '.join(LATENT_SAMPLING)}, not {cfg.latent_sampling!r}")
+        dropout = default_dropout_structure(layers, bool(ho.dropout), rate=ho.dropout or 0.0)
+    if ho.latent_sampling not in LATENT_SAMPLING:
+        raise UsageError(f"--latent-sampling must be one of {', '.join(LATENT_SAMPLING)}, not {ho.latent_sampling!r}")
     if cfg.optimizer != "adamw":
         raise UsageError("--method hypernetwork trains with AdamW (as A1111); drop --optimizer")
-    if cfg.train_text_encoder:
-        raise UsageError("--train-text-encoder does not apply to hypernetworks (they only touch the UNet's attention)")
-    if cfg.network_weights:
-        raise UsageError("--network-weights is for LoRA; continue a hypernetwork with --resume FILE.pt")
-    if cfg.format != "kohya":
-        raise UsageError("--format does not apply to hypernetworks: they are written as A1111 .pt files")
-    lr = parse_schedule(cfg.lr, what="--lr")
+    lr = parse_schedule(ho.lr_schedule if ho.lr_schedule is not None else cfg.lr, what="--lr")
     clip = None
-    if cfg.max_grad_norm not in (0, 0.0, "0"):
+    if ho.clip_schedule is not None:
+        clip = parse_schedule(ho.clip_schedule, what="--max-grad-norm", allow_zero=True)
+    elif cfg.max_grad_norm:
         clip = parse_schedule(cfg.max_grad_norm, what="--max-grad-norm")
     cosine = None
-    if cfg.cycle_steps is not None:
-        cosine = CosineRestarts(int(cfg.cycle_steps), float(cfg.cycle_mult), int(cfg.cycle_warmup), float(cfg.min_lr),
-                                float(cfg.cycle_decay))
+    if ho.cycle_steps is not None:
+        cosine = CosineRestarts(int(ho.cycle_steps), float(ho.cycle_mult), int(ho.cycle_warmup), float(ho.min_lr),
+                                float(ho.cycle_decay))
         cosine.validate()
-    if cfg.template is not None and not cfg.template.is_file():
-        raise UsageError(f"--template: file not found: {cfg.template}")
+    if ho.template is not None and not Path(ho.template).is_file():
+        raise UsageError(f"--template: file not found: {ho.template}")
     return HypernetworkSettings(
-        layer_structure=layers, activation=activation, layer_norm=bool(cfg.layer_norm), dropout_structure=dropout,
-        use_dropout=any(dropout), activate_output=bool(cfg.activate_output), weight_init=weight_init,
-        sizes=parse_sizes(cfg.sizes) if cfg.sizes else None, lr=lr, clip=clip, cosine=cosine)
-
-
-def validate_hypernetwork(cfg) -> None:
-    """TrainConfig.validate's hypernetwork part."""
-    hypernetwork_settings(cfg)
+        layer_structure=layers, activation=activation, layer_norm=bool(ho.layer_norm), dropout_structure=dropout,
+        use_dropout=any(dropout), activate_output=bool(ho.activate_output), weight_init=weight_init,
+        sizes=parse_sizes(ho.sizes) if ho.sizes else None, lr=lr, clip=clip, cosine=cosine)

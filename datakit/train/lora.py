@@ -54,6 +54,11 @@ class LoRAModule(nn.Module):
         self._org = [org]  # a list: not registered as a submodule, so base weights stay out of our state dict
         self._org_forward = None
 
+    @property
+    def org_module(self) -> nn.Module:
+        """The base model's Linear or Conv2d this adapter wraps."""
+        return self._org[0]
+
     def apply(self) -> None:
         """Route the wrapped module's forward through this adapter."""
         org = self._org[0]
@@ -193,13 +198,14 @@ class LoRANetwork(nn.Module):
 
     file_suffix = ".safetensors"
 
-    def __init__(self, *, rank: int = 16, alpha: float | None = None, conv_rank: int | None = None,
-                 conv_alpha: float | None = None, dropout: float = 0.0, rank_dropout: float = 0.0,
+    def __init__(self, *, rank: int = 16, alpha: float = 1.0, conv_rank: int | None = None,
+                 conv_alpha: float = 1.0, dropout: float = 0.0, rank_dropout: float = 0.0,
                  module_dropout: float = 0.0, train_unet: bool = True, train_text_encoder: bool = False):
+        """Defaults as kohya's networks/lora.py create_network: alpha 1 and conv alpha 1 (scale alpha/rank)."""
         super().__init__()
-        self.rank, self.alpha = rank, float(alpha if alpha else rank)
+        self.rank, self.alpha = rank, float(alpha)
         self.conv_rank = conv_rank
-        self.conv_alpha = conv_alpha if conv_alpha else conv_rank
+        self.conv_alpha = float(conv_alpha) if conv_rank else None
         self.dropouts = dict(dropout=dropout, rank_dropout=rank_dropout, module_dropout=module_dropout)
         self.train_unet = train_unet
         self.trains_text_encoder = train_text_encoder
@@ -245,6 +251,11 @@ class LoRANetwork(nn.Module):
     def set_multiplier(self, value: float) -> None:
         for m in self.modules_list():
             m.multiplier = value
+
+    def refresh_scales(self) -> None:
+        """scale = alpha / rank again after the alpha buffers were loaded (a checkpoint, another file)."""
+        for m in self.modules_list():
+            m.scale = float(m.alpha) / m.rank
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         """Exactly kohya's tensors: `<name>.lora_down.weight`, `<name>.lora_up.weight`, `<name>.alpha`."""

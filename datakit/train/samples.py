@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,23 +70,36 @@ def read_prompts(path: Path | None, trigger: str | None) -> list[SamplePrompt]:
             for i, scene in enumerate(DEFAULT_SCENES)]
 
 
-@torch.no_grad()
-def generate_grid(base, prompts: list[SamplePrompt], *, size: tuple[int, int], steps: int, cfg_scale: float,
-                  device, autocast, dest: Path) -> Path:
-    """Render every prompt with a fixed seed and save them side by side as one PNG."""
+@contextlib.contextmanager
+def inference_ready(base, device):
+    """The base pipeline ready to draw mid-training: VAE and text encoders on the device, an Euler sampler; restored after."""
     from diffusers import EulerDiscreteScheduler
-    from PIL import Image
-
-    from datakit.imageio import save_image_atomic
 
     pipe = base.pipeline
     pipe.set_progress_bar_config(disable=True)
     old_scheduler = pipe.scheduler
+    parked = [(m, next(m.parameters()).device) for m in [base.vae, *base.text_encoders]]
     pipe.scheduler = EulerDiscreteScheduler.from_config(old_scheduler.config)
-    vae_device = next(base.vae.parameters()).device
-    base.vae.to(device)
-    images = []
     try:
+        for module, _ in parked:
+            module.to(device)
+        yield pipe
+    finally:
+        pipe.scheduler = old_scheduler
+        for module, where in parked:  # back where training keeps them (the CPU when cached, to free the GPU)
+            module.to(where)
+
+
+@torch.no_grad()
+def generate_grid(base, prompts: list[SamplePrompt], *, size: tuple[int, int], steps: int, cfg_scale: float,
+                  device, autocast, dest: Path) -> Path:
+    """Render every prompt with a fixed seed and save them side by side as one PNG."""
+    from PIL import Image
+
+    from datakit.imageio import save_image_atomic
+
+    images = []
+    with inference_ready(base, device) as pipe:
         for i, sp in enumerate(prompts):
             gen = torch.Generator("cpu").manual_seed(sp.seed if sp.seed is not None else i)
             w, h = sp.width or size[0], sp.height or size[1]
@@ -94,9 +108,6 @@ def generate_grid(base, prompts: list[SamplePrompt], *, size: tuple[int, int], s
                            num_inference_steps=sp.steps or steps, guidance_scale=sp.cfg if sp.cfg is not None else cfg_scale,
                            generator=gen, output_type="pil")
             images.append(out.images[0])
-    finally:
-        pipe.scheduler = old_scheduler
-        base.vae.to(vae_device)
     cols = min(4, len(images))
     rows = (len(images) + cols - 1) // cols
     cw, ch = max(im.width for im in images), max(im.height for im in images)
