@@ -1,0 +1,1 @@
+"""The miniature world of the cure benchmark: pictures, models, training scripts, quality gates."""
