@@ -86,6 +86,7 @@ def test_lora_and_hypernetwork_against_the_base_model(world, tmp_path):
     assert [r["model"] for r in report["overall"]] == models and report["not_measured"] == {}
     assert all(r["samples"] == 4 for r in report["overall"])  # scene prompts only: the plain prompt is left out
     assert len(report["samples"]) == 18
+    assert all((out / s["file"]).is_file() and s["file"].endswith(f"_s{s['seed']}.png") for s in report["samples"])
     for model in models:
         assert (out / "grids" / f"{model}.png").is_file()
     assert (out / "eval.png").is_file()

@@ -264,6 +264,8 @@ def run_eval(cfg: EvalConfig, reporter: Reporter | None = None) -> EvalStageResu
     except KeyboardInterrupt:
         run.save_progress()
         raise
+    for score in result.samples:  # eval.json names each sample's image, relative to OUT
+        score.file = by_key[score.key].params["file"]
     files = _write_report(result, out, run, reporter, clip_name=clip_name, subject=cutout_names)
     return run.finish(EvalStageResult(
         report_hash=report_hash, report_files=files, family=family, device=device, batch_size=cfg.batch_size,
