@@ -267,6 +267,17 @@ def write_json_atomic(dest: str | os.PathLike, obj) -> None:
     write_text_atomic(dest, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def save_figure_atomic(fig, dest: str | os.PathLike) -> None:
+    """Save a matplotlib figure as PNG atomically, then close it (a failed save closes it too)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(dest) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
 def save_image_atomic(img: Image.Image, dest: str | os.PathLike, *, format: str | None = None, **params) -> None:
     """Save a Pillow image atomically; the format comes from `format` or the extension."""
     dest = Path(dest)

@@ -4,7 +4,7 @@
 names anything else (a class, or a function such as `exec`) is refused before any of it runs.
 Every pickle datakit opens goes through `load_plain_torch`, and a refusal (also one raised inside
 diffusers or transformers, which load with weights_only too) becomes one clear `error:` line —
-never torch's own advice to retry with weights_only=False.
+never torch's own advice to retry with the unsafe loader.
 """
 
 from __future__ import annotations

@@ -77,6 +77,18 @@ def latest(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume(root: Path, *, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict]:
+    """Restore from the newest checkpoint under root, saying so: (state.json, EMA), or ({"step": 0}, {}) for a fresh run."""
+    ckpt = latest(root)
+    if ckpt is None:
+        return {"step": 0}, {}
+    meta, ema = load(ckpt, modules=modules, optimizer=optimizer)
+    elapsed, cpu = meta.get("elapsed_s"), meta.get("cpu_s")
+    hours = f"; {elapsed / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU so far" if elapsed is not None and cpu is not None else ""
+    print(f"resumed from {ckpt} (step {meta['step']}{hours})", flush=True)
+    return meta, ema
+
+
 def load(path: Path, *, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict]:
     """Restore modules (and optimizer, torch RNG) from a checkpoint; returns (state.json, EMA tensors)."""
     tensors = load_file(str(path / "tensors.safetensors"))

@@ -121,13 +121,9 @@ def main() -> None:
     modules = {"te": text_encoder, "unet": unet}
     named = {f"{n}.{k}": p for n, m in modules.items() for k, p in m.named_parameters()}
     ema = {k: p.detach().clone() for k, p in named.items()}
-    start, elapsed, cpu = 0, 0.0, 0.0
-    ckpt = checkpoint.latest(run / "ckpt")
-    if ckpt is not None:
-        meta, saved_ema = checkpoint.load(ckpt, modules=modules, optimizer=opt)
-        ema.update(saved_ema)
-        start, elapsed, cpu = meta["step"], meta.get("elapsed_s", 0.0), meta.get("cpu_s", 0.0)
-        print(f"resumed from {ckpt} (step {start}; {elapsed / 3600:.2f} h wall, {cpu / 3600:.2f} h CPU so far)", flush=True)
+    meta, saved_ema = checkpoint.resume(run / "ckpt", modules=modules, optimizer=opt)
+    ema.update(saved_ema)
+    start, elapsed, cpu = meta["step"], meta.get("elapsed_s", 0.0), meta.get("cpu_s", 0.0)
     ab = training_alphas_cumprod().float()
     snr = ab / (1 - ab)
     text_encoder.train()

@@ -102,12 +102,8 @@ def main() -> None:
     print(f"CLIP: {count_parameters(model):,} parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     run = CACHE / "clip"
-    start, elapsed = 0, 0.0
-    ckpt = checkpoint.latest(run / "ckpt")
-    if ckpt is not None:
-        meta, _ = checkpoint.load(ckpt, modules={"clip": model}, optimizer=opt)
-        start, elapsed = meta["step"], meta.get("elapsed_s", 0.0)
-        print(f"resumed from {ckpt} (step {start})", flush=True)
+    meta, _ = checkpoint.resume(run / "ckpt", modules={"clip": model}, optimizer=opt)
+    start, elapsed = meta["step"], meta.get("elapsed_s", 0.0)
     model.train()
     t_last = time.time()
     for step in range(start, args.steps):

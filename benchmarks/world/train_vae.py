@@ -37,6 +37,13 @@ def to_tensor(torch, batch: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
+def crop_batch(torch, images: np.ndarray, batch: int, rng: np.random.Generator):
+    """A batch of 32 px crops on the 4 px latent grid (the VAE is fully convolutional, and crops cost a quarter)."""
+    idx = np.sort(rng.choice(len(images), size=batch, replace=False))
+    oy, ox = (int(v) * 4 for v in rng.integers(0, 9, size=2))
+    return to_tensor(torch, images[idx, oy:oy + CROP, ox:ox + CROP])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000)
@@ -68,21 +75,13 @@ def main() -> None:
         vae = build_vae()
     print(f"VAE: {count_parameters(vae):,} parameters")
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
-    start = 0
-    ckpt = checkpoint.latest(run / "ckpt")
-    if ckpt is not None:
-        meta, _ = checkpoint.load(ckpt, modules={"vae": vae}, optimizer=opt)
-        start = meta["step"]
-        print(f"resumed from {ckpt} (step {start})")
+    start = checkpoint.resume(run / "ckpt", modules={"vae": vae}, optimizer=opt)[0]["step"]
     vae.train()
     t0, seen = time.time(), 0
     for step in range(start, args.steps):
         lr = set_lr(opt, args, step)
         rng = np.random.default_rng([args.seed, step])
-        idx = np.sort(rng.choice(len(images), size=args.batch, replace=False))
-        # 32 px crops on the 4 px latent grid: the VAE is fully convolutional, and crops cost a quarter.
-        oy, ox = (int(v) * 4 for v in rng.integers(0, 9, size=2))
-        x = to_tensor(torch, images[idx, oy:oy + CROP, ox:ox + CROP])
+        x = crop_batch(torch, images, args.batch, rng)
         if rng.random() < 0.5:
             x = x.flip(3)
         if args.colour_aug:
@@ -146,20 +145,13 @@ def finetune_decoder(torch, args, images: np.ndarray, run: Path) -> None:
     decoder = torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
     decoder.requires_grad_(True)
     opt = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.0)
-    start = 0
-    ckpt = checkpoint.latest(run / "ckpt")
-    if ckpt is not None:
-        meta, _ = checkpoint.load(ckpt, modules={"decoder": decoder}, optimizer=opt)
-        start = meta["step"]
-        print(f"resumed from {ckpt} (step {start})")
+    start = checkpoint.resume(run / "ckpt", modules={"decoder": decoder}, optimizer=opt)[0]["step"]
     decoder.train()
     t0, seen = time.time(), 0
     for step in range(start, args.steps):
         lr = set_lr(opt, args, step)
         rng = np.random.default_rng([args.seed, step])
-        idx = np.sort(rng.choice(len(images), size=args.batch, replace=False))
-        oy, ox = (int(v) * 4 for v in rng.integers(0, 9, size=2))
-        x = to_tensor(torch, images[idx, oy:oy + CROP, ox:ox + CROP])
+        x = crop_batch(torch, images, args.batch, rng)
         if args.colour_aug:
             x = recolour(torch, x, rng, args.colour_aug)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from datakit.evaluate.core import BASE, METRICS, NOT_MEASURED, EvalResult, MetricRow
-from datakit.imageio import save_image_atomic, write_json_atomic, write_text_atomic
+from datakit.imageio import save_figure_atomic, save_image_atomic, write_json_atomic, write_text_atomic
 
 COLUMNS = ("model", "kind", "scene", "samples", *METRICS)
 GRID_CELL_MAX = 256  # grid cells are shrunk to this size, so a 1024 px model's grid stays a viewable file
@@ -135,7 +134,4 @@ def write_plot(result: EvalResult, dest: Path) -> None:
         ax.set_title("not measured: " + ", ".join(skipped), fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    tmp = dest.with_name(f".{dest.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, dest)
+    save_figure_atomic(fig, dest)

@@ -118,7 +118,7 @@ def _bar_chart(freq, dest: Path, images: int) -> None:
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit is imported
     import matplotlib.pyplot as plt
 
-    from datakit.imageio import atomic_path
+    from datakit.imageio import save_figure_atomic
 
     import warnings
 
@@ -132,7 +132,7 @@ def _bar_chart(freq, dest: Path, images: int) -> None:
         with warnings.catch_warnings():  # tags in scripts the font lacks (Japanese) draw as boxes
             warnings.simplefilter("ignore")
             fig.tight_layout()
-            with atomic_path(dest) as tmp:
-                fig.savefig(tmp, format="png")
-    finally:
+            save_figure_atomic(fig, dest)
+    except BaseException:
         plt.close(fig)
+        raise

@@ -196,11 +196,10 @@ class CheckpointEval:
 
         from datakit.imageio import write_text_atomic
 
-        frame = pd.DataFrame([asdict(p) for p in self.points], columns=list(CURVE_FIELDS))
-        write_text_atomic(self.folder / "curve.csv", frame.to_csv(index=False))
-        write_text_atomic(self.folder / "curve.json",
-                          json.dumps({"curve": [asdict(p) for p in self.points], "best": asdict(self.best())}, indent=1) + "\n")
-        write_curve_plot(self.points, self.best(), self.folder / "curve.png")
+        rows, best = [asdict(p) for p in self.points], self.best()
+        write_text_atomic(self.folder / "curve.csv", pd.DataFrame(rows, columns=list(CURVE_FIELDS)).to_csv(index=False))
+        write_text_atomic(self.folder / "curve.json", json.dumps({"curve": rows, "best": asdict(best)}, indent=1) + "\n")
+        write_curve_plot(self.points, best, self.folder / "curve.png")
 
 
 def write_curve_plot(points: list[CurvePoint], best: BestCheckpoint, dest: Path) -> None:
@@ -210,7 +209,7 @@ def write_curve_plot(points: list[CurvePoint], best: BestCheckpoint, dest: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datakit.imageio import save_image_atomic
+    from datakit.imageio import save_figure_atomic
 
     steps = [p.step for p in points]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
@@ -227,9 +226,4 @@ def write_curve_plot(points: list[CurvePoint], best: BestCheckpoint, dest: Path)
     ax.set_ylim(-0.02, 1.08)
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    from PIL import Image
-
-    fig.canvas.draw()
-    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-    plt.close(fig)
-    save_image_atomic(image, dest, format="PNG")
+    save_figure_atomic(fig, dest)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +76,9 @@ class LossLog:
         ax.set_ylabel("loss")
         ax.legend()
         fig.tight_layout()
-        tmp = dest.with_name(f".{dest.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, dest)
+        from datakit.imageio import save_figure_atomic
+
+        save_figure_atomic(fig, dest)
         return dest
 
 
